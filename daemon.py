@@ -1,0 +1,473 @@
+"""The `countersign` command line, and `serve`, which wires the daemon together.
+
+Commands only translate: they parse arguments, call one workflow act and print
+its answer (``--json``: one JSON document on stdout).  Exit status: 0 done,
+1 refused by a rule or a bad code (one line on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from config import Config, ConfigError, load_config
+from rules.contacts import ContactType, Refusal
+from rules.states import Decision, State
+from scheduler.sweeper import Sweeper
+from store.db import Store
+from store.migrate import is_current, upgrade
+from workflow import directory, importer, requests, sweeps
+from workflow.policy import Policy
+
+log = logging.getLogger("countersign")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """What a command needs, made on first use (a bad config fails only commands that read it)."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+        self._store: Store | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def policy(self) -> Policy:
+        return Policy.from_config(self.config)
+
+    def store(self, *, migrate: bool = True) -> Store:
+        if self._store is None:
+            self._store = Store(self.config.database_url)
+            # A fresh install works straight away: the schema is made on first use.
+            if migrate and not is_current(self._store.engine):
+                upgrade(self._store.engine)
+        return self._store
+
+
+def fail(message: str, status: int = 1) -> NoReturn:
+    click.echo(f"countersign: {message}", err=True)
+    sys.exit(status)
+
+
+def acts(function: F) -> F:
+    """Turn refusals and store failures into one line on stderr and exit status 1."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except Refusal as refusal:
+            fail(refusal.message)
+        except ConfigError as error:
+            fail(f"configuration: {error}", 2)
+        except SQLAlchemyError as error:
+            fail(f"database: {str(error).splitlines()[0]}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit(as_json: bool, document: Any, human: Callable[[], Iterable[str]]) -> None:
+    if as_json:
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        for line in human():
+            click.echo(line)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", help="TOML configuration file.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Countersign: email-confirmed contact changes for hosted services."""
+    ctx.obj = App(config_path)
+
+
+# --- human-readable views --------------------------------------------------------
+
+
+def describe_request(r: dict[str, Any]) -> list[str]:
+    types = ", ".join(r["contactTypes"])
+    lines = [
+        f"request {r['id']}: {r['serviceDomain']} [{types}] {r['fromAccount']} -> {r['toAccount']}",
+        f"  state: {r['state']}  asked by {r['askingAccount']} at {r['dateRequest']}",
+        f"  expires: {r['expires']}" + (f"  done: {r['dateDone']}" if r["dateDone"] else ""),
+    ]
+    if r["error"]:
+        lines.append(f"  error: {r['error']}")
+    for v in r["validators"]:
+        answer = f"{v['decision']} via {v['via']} at {v['at']}" if v["decision"] else "to answer"
+        lines.append(f"  validator {v['account']}: {answer}")
+        if v.get("deliveryError"):
+            lines.append(f"    mail to {v['account']} failed: {v['deliveryError']}")
+    return lines
+
+
+def summarize_request(r: dict[str, Any]) -> str:
+    types = ",".join(r["contactTypes"])
+    return (
+        f"{r['id']:>6}  {r['state']:<22} {r['serviceDomain']}  {types}  "
+        f"{r['fromAccount']} -> {r['toAccount']}"
+    )
+
+
+def describe_account(a: dict[str, Any]) -> str:
+    paid = "payment ok" if a["paymentMethodValid"] else "no payment method"
+    return (
+        f"{a['account']}  zone {a['zone']}  {a['language']}  mail to {a['contactEmail']}  "
+        f"{paid}  balance due {a['balanceDue']}"
+    )
+
+
+# --- db ----------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@pass_app
+@acts
+def db_upgrade(app: App) -> None:
+    """Apply the migrations the database does not have yet."""
+    upgrade(app.store(migrate=False).engine)
+    click.echo("database is up to date")
+
+
+# --- accounts and services ---------------------------------------------------------
+
+
+def account_options(function: F) -> F:
+    for option in reversed(
+        [
+            click.option("--zone", help="EU, CA, US, ..."),
+            click.option("--contact-email", help="Where mail goes (default: the primary email)."),
+            click.option("--language", type=click.Choice(directory.LANGUAGES)),
+            click.option(
+                "--payment-method/--no-payment-method",
+                "payment_method",
+                default=None,
+                help="Whether the account has a valid payment method.",
+            ),
+            click.option("--balance-due", metavar="AMOUNT", help="Outstanding amount, e.g. 12.50."),
+            json_option,
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def account_changes(**options: Any) -> directory.AccountChanges:
+    balance = options.get("balance_due")
+    return directory.AccountChanges(
+        zone=options.get("zone"),
+        contact_email=options.get("contact_email"),
+        language=options.get("language"),
+        payment_method_valid=options.get("payment_method"),
+        balance_due=directory.parse_balance(balance) if balance is not None else None,
+    )
+
+
+@cli.group()
+def account() -> None:
+    """Customer accounts."""
+
+
+@account.command("add")
+@click.argument("email")
+@account_options
+@pass_app
+@acts
+def account_add(app: App, /, email: str, as_json: bool, **options: Any) -> None:
+    """Add an account identified by its primary EMAIL."""
+    if options.get("zone") is None:
+        raise click.UsageError("Missing option '--zone'.")
+    made = directory.add_account(app.store(), email, account_changes(**options))
+    emit(as_json, made, lambda: [f"added {describe_account(made)}"])
+
+
+@account.command("update")
+@click.argument("email")
+@account_options
+@pass_app
+@acts
+def account_update(app: App, /, email: str, as_json: bool, **options: Any) -> None:
+    """Change an account's zone, contact email, language or payment status."""
+    changed = directory.update_account(app.store(), email, account_changes(**options))
+    emit(as_json, changed, lambda: [f"updated {describe_account(changed)}"])
+
+
+@account.command("list")
+@json_option
+@pass_app
+@acts
+def account_list(app: App, as_json: bool) -> None:
+    """Every account."""
+    accounts = directory.list_accounts(app.store())
+    emit(as_json, accounts, lambda: [describe_account(a) for a in accounts])
+
+
+@cli.group()
+def service() -> None:
+    """Services and their contacts."""
+
+
+@service.command("add")
+@click.argument("name")
+@click.option("--admin", required=True, metavar="EMAIL")
+@click.option("--tech", required=True, metavar="EMAIL")
+@click.option("--billing", required=True, metavar="EMAIL")
+@json_option
+@pass_app
+@acts
+def service_add(app: App, name: str, admin: str, tech: str, billing: str, as_json: bool) -> None:
+    """Add a service with its three contacts."""
+    made = directory.add_service(app.store(), name, admin, tech, billing)
+    emit(as_json, made, lambda: [f"added service {made['serviceDomain']}"])
+
+
+@cli.command("services")
+@click.option("--account", "email", required=True, metavar="EMAIL")
+@json_option
+@pass_app
+@acts
+def services(app: App, email: str, as_json: bool) -> None:
+    """ "My contacts": the services an account is a contact of."""
+    held = directory.services_of(app.store(), email)
+    emit(
+        as_json,
+        held,
+        lambda: [f"{s['serviceDomain']}  {', '.join(s['contactTypes'])}" for s in held],
+    )
+
+
+@cli.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@json_option
+@pass_app
+@acts
+def import_file(app: App, file: Any, as_json: bool) -> None:
+    """Bulk accounts and services from JSON Lines (all or nothing)."""
+    counts = importer.import_lines(app.store(), file)
+    emit(
+        as_json,
+        counts,
+        lambda: [f"imported {counts['accounts']} accounts, {counts['services']} services"],
+    )
+
+
+# --- requests ----------------------------------------------------------------------
+
+
+@cli.command("change")
+@click.argument("service_name", metavar="SERVICE")
+@click.option("--as", "asking", required=True, metavar="EMAIL", help="The asking account.")
+@click.option("--admin", metavar="EMAIL", help="New administrative contact.")
+@click.option("--tech", metavar="EMAIL", help="New technical contact.")
+@click.option("--billing", metavar="EMAIL", help="New billing contact.")
+@json_option
+@pass_app
+@acts
+def change(
+    app: App,
+    service_name: str,
+    asking: str,
+    admin: str | None,
+    tech: str | None,
+    billing: str | None,
+    as_json: bool,
+) -> None:
+    """Modify the contacts of SERVICE: mails each validator a code."""
+    wanted = {
+        contact_type: email
+        for contact_type, email in (
+            (ContactType.ADMIN, admin),
+            (ContactType.TECH, tech),
+            (ContactType.BILLING, billing),
+        )
+        if email
+    }
+    if not wanted:
+        raise click.UsageError("Name at least one of --admin, --tech, --billing.")
+    made = requests.change_contacts(app.store(), service_name, asking, wanted, app.policy)
+
+    def human() -> list[str]:
+        lines = []
+        for r in made:
+            who = ", ".join(v["account"] for v in r["validators"])
+            lines.append(f"{summarize_request(r).strip()}\n  waiting for: {who}")
+        return lines
+
+    emit(as_json, made, human)
+
+
+@cli.command("requests")
+@click.option("--account", "email", metavar="EMAIL")
+@click.option("--state", type=click.Choice([str(s) for s in State]))
+@json_option
+@pass_app
+@acts
+def list_requests(app: App, email: str | None, state: str | None, as_json: bool) -> None:
+    """ "My requests": every request, or those concerning an account."""
+    found = requests.list_requests(app.store(), account=email, state=state)
+    emit(as_json, found, lambda: [summarize_request(r) for r in found] or ["no requests"])
+
+
+@cli.group("request")
+def request_group() -> None:
+    """One request."""
+
+
+@request_group.command("show")
+@click.argument("request_id", metavar="ID", type=int)
+@json_option
+@pass_app
+@acts
+def request_show(app: App, request_id: int, as_json: bool) -> None:
+    """A request, its validators and their answers."""
+    shown = requests.show(app.store(), request_id)
+    emit(as_json, shown, lambda: describe_request(shown))
+
+
+def decision_command(decision: Decision) -> Callable[..., None]:
+    @click.argument("request_id", metavar="ID", type=int)
+    @click.argument("token", metavar="TOKEN")
+    @json_option
+    @pass_app
+    @acts
+    def command(app: App, request_id: int, token: str, as_json: bool) -> None:
+        result = requests.decide(
+            app.store(), token, decision, app.policy, request_id=request_id, via="cli"
+        )
+
+        def human() -> list[str]:
+            verb = "accepted" if decision is Decision.ACCEPT else "declined"
+            if result.waiting_for:
+                return [f"{verb} by {result.account}; waiting for {', '.join(result.waiting_for)}"]
+            return [f"{verb} by {result.account}; request is now {result.request['state']}"]
+
+        emit(as_json, result.request, human)
+
+    return command
+
+
+cli.command("accept", help="Accept request ID with your validation code.")(
+    decision_command(Decision.ACCEPT)
+)
+cli.command("decline", help="Decline request ID with your validation code.")(
+    decision_command(Decision.DECLINE)
+)
+
+
+@cli.command("resend")
+@click.argument("request_id", metavar="ID", type=int)
+@json_option
+@pass_app
+@acts
+def resend(app: App, request_id: int, as_json: bool) -> None:
+    """Mail a new code to each validator still to answer (earlier codes stop working)."""
+    shown = requests.resend(app.store(), request_id, app.policy)
+    emit(as_json, shown, lambda: describe_request(shown))
+
+
+@cli.command("cancel")
+@click.argument("request_id", metavar="ID", type=int)
+@click.option("--as", "asking", required=True, metavar="EMAIL", help="The asking account.")
+@json_option
+@pass_app
+@acts
+def cancel(app: App, request_id: int, asking: str, as_json: bool) -> None:
+    """Withdraw a request (asking account only)."""
+    shown = requests.cancel(app.store(), request_id, asking, app.policy)
+    emit(as_json, shown, lambda: describe_request(shown))
+
+
+# --- serve ---------------------------------------------------------------------------
+
+
+def build_sweeper(store: Store, config: Config) -> Sweeper:
+    policy = Policy.from_config(config)
+    sweeper = Sweeper()
+    every = config.sweep_every
+    sweeper.add("apply", lambda: sweeps.apply_ready(store, policy), every)
+    sweeper.add("expire", lambda: sweeps.expire_due(store, policy), every)
+    sweeper.add("remind", lambda: sweeps.remind_due(store, policy), every)
+    store.on_commit("apply", lambda: sweeper.wake("apply"))
+    return sweeper
+
+
+async def run_daemon(config: Config, stop: asyncio.Event) -> None:
+    """Everything on one asyncio loop until ``stop`` is set."""
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    store = Store(config.database_url)
+    await asyncio.to_thread(upgrade, store.engine)
+    sweeper = build_sweeper(store, config)
+    sweeper.start()
+    log.info("countersign serving (database %s)", store.engine.url.render_as_string())
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        sweeper.shutdown()
+        store.dispose()
+
+
+async def serve_until_signalled(config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await run_daemon(config, stop)
+
+
+@cli.command("serve")
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+@pass_app
+@acts
+def serve(app: App, verbose: bool) -> None:
+    """Run the daemon (Ctrl-C or SIGTERM stops it cleanly)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve_until_signalled(app.config))
+
+
+# --- entry point -------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: click's errors become one line on stderr (2 for usage)."""
+    try:
+        cli.main(args=argv, prog_name="countersign", standalone_mode=False)
+    except click.UsageError as error:
+        fail(error.format_message().replace("\n", " "), 2)
+    except click.ClickException as error:
+        fail(error.format_message().replace("\n", " "), error.exit_code or 1)
+    except click.exceptions.Abort:
+        fail("aborted", 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Sweeps on APScheduler: it decides *when* a sweep runs, the store decides *what* is due.
+
+A sweep is a workflow function that handles due work and returns how much it
+handled.  It runs in a worker thread (database work never blocks the loop),
+again at once while it keeps finding work, and also right away when a commit
+wakes it (a new notice, a request ready to apply), so nobody waits for the
+next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+log = logging.getLogger("countersign.sweeps")
+
+
+@dataclass
+class Sweep:
+    name: str
+    work: Callable[[], int]
+    running: bool = False
+    dirty: bool = False  # woken while running: look once more before resting
+    runs: int = 0
+    handled: int = 0
+
+
+class Sweeper:
+    def __init__(self, executor: ThreadPoolExecutor | None = None) -> None:
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.executor = executor or ThreadPoolExecutor(4, thread_name_prefix="sweep")
+        self.sweeps: dict[str, Sweep] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, name: str, work: Callable[[], int], every: timedelta) -> None:
+        sweep = Sweep(name, work)
+        self.sweeps[name] = sweep
+        self.scheduler.add_job(
+            self._run,
+            "interval",
+            args=[sweep],
+            id=name,
+            seconds=every.total_seconds(),
+            next_run_time=datetime.now(UTC),
+            coalesce=True,
+            max_instances=3,  # _run itself lets one run at a time; extra starts just mark dirty
+            misfire_grace_time=None,
+        )
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def wake(self, name: str) -> None:
+        """Run ``name`` now; callable from any thread (commit hooks run in workers)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake, name)
+
+    def _wake(self, name: str) -> None:
+        sweep = self.sweeps[name]
+        if sweep.running:
+            sweep.dirty = True
+        elif self.scheduler.running:
+            self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+
+    async def _run(self, sweep: Sweep) -> None:
+        if sweep.running:
+            sweep.dirty = True
+            return
+        sweep.running = True
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                sweep.dirty = False
+                try:
+                    handled = await loop.run_in_executor(self.executor, sweep.work)
+                except Exception:
+                    # The store keeps the work; the next tick tries again.
+                    log.exception("sweep %s failed", sweep.name)
+                    return
+                sweep.runs += 1
+                sweep.handled += handled
+                if handled == 0 and not sweep.dirty:
+                    return
+        finally:
+            sweep.running = False

@@ -1,0 +1,93 @@
+"""Engines and transactions over SQLite (default) or PostgreSQL.
+
+Writes on SQLite begin with ``BEGIN IMMEDIATE``: SQLite lets one writer in at a
+time anyway, and taking the write lock up front stops two processes from both
+reading "no open request" and then both writing one.  On PostgreSQL the
+workflow locks the rows it decides on (``FOR UPDATE``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+WAKE = "wake"  # session.info key: the set of topics a transaction gives new work to
+
+
+def wake(session: Session, topic: str) -> None:
+    """Ask for ``topic``'s listeners to run once this transaction commits."""
+    session.info.setdefault(WAKE, set()).add(topic)
+
+
+def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get("immediate", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def make_engine(url: str) -> Engine:
+    if make_url(url).get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+class Store:
+    """The only way in: short write and read transactions, and commit hooks."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+        self._writer = sessionmaker(
+            self.engine.execution_options(immediate=True), expire_on_commit=False
+        )
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._listeners: dict[str, list[Callable[[], None]]] = {}
+        self._lock = threading.Lock()
+
+    def on_commit(self, topic: str, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every commit that woke ``topic`` (it must be thread-safe)."""
+        with self._lock:
+            self._listeners.setdefault(topic, []).append(listener)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._writer() as session, session.begin():
+            yield session
+        for topic in session.info.get(WAKE, ()):
+            for listener in list(self._listeners.get(topic, ())):
+                listener()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._reader() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,230 @@
+"""The tables: accounts, services, requests and their validators, the audit
+trail, and the outbox and inbox that make mail durable on both sides.
+
+Times are stored as UTC and always come back timezone-aware, on SQLite as on
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime that is UTC-aware in Python whatever the database keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware times")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones: keep naive UTC so comparisons stay textual and right.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # primary, lowercased
+    contact_email: Mapped[str | None] = mapped_column(String(320))
+    zone: Mapped[str] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    payment_method_valid: Mapped[bool] = mapped_column(Boolean, default=True)
+    balance_due: Mapped[Decimal] = mapped_column(Numeric(14, 2), default=Decimal(0))
+    created_at: Mapped[datetime]
+
+    @property
+    def mail_address(self) -> str:
+        """Where mail for this account goes."""
+        return self.contact_email or self.email
+
+
+class Service(Base):
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(255), unique=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    tech_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    billing_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    created_at: Mapped[datetime]
+
+    admin: Mapped[Account] = relationship(foreign_keys=[admin_id])
+    tech: Mapped[Account] = relationship(foreign_keys=[tech_id])
+    billing: Mapped[Account] = relationship(foreign_keys=[billing_id])
+
+
+class ChangeRequest(Base):
+    """A contact change request: OVHcloud's "task"."""
+
+    __tablename__ = "requests"
+    __table_args__ = (
+        # The sweeps: what is due to expire, to be reminded, to be applied.
+        Index("ix_requests_state_expires", "state", "expires_at"),
+        Index("ix_requests_state_remind", "state", "next_reminder_at"),
+        Index("ix_requests_service_state", "service_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"))
+    contact_types: Mapped[list[str]] = mapped_column(JSON)
+    from_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    to_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    asking_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    state: Mapped[str] = mapped_column(String(32))
+    date_request: Mapped[datetime]
+    date_done: Mapped[datetime | None]
+    expires_at: Mapped[datetime]
+    next_reminder_at: Mapped[datetime | None]
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    thread_root: Mapped[str | None] = mapped_column(String(255))  # Message-ID of the first mail
+
+    service: Mapped[Service] = relationship()
+    from_account: Mapped[Account] = relationship(foreign_keys=[from_account_id])
+    to_account: Mapped[Account] = relationship(foreign_keys=[to_account_id])
+    asking_account: Mapped[Account] = relationship(foreign_keys=[asking_account_id])
+    validators: Mapped[list[Validator]] = relationship(
+        back_populates="request", order_by="Validator.id", cascade="all, delete-orphan"
+    )
+
+
+class Validator(Base):
+    """One account whose decision a request needs, with its current code's hash."""
+
+    __tablename__ = "validators"
+    __table_args__ = (UniqueConstraint("request_id", "account_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    decision: Mapped[str | None] = mapped_column(String(16))
+    decided_at: Mapped[datetime | None]
+    via: Mapped[str | None] = mapped_column(String(16))
+    code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    code_issued_at: Mapped[datetime | None]
+    delivery_error: Mapped[str | None] = mapped_column(Text)
+
+    request: Mapped[ChangeRequest] = relationship(back_populates="validators")
+    account: Mapped[Account] = relationship()
+
+
+class Event(Base):
+    """The audit trail: every act, by whom, through which channel."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(48))
+    actor: Mapped[str | None] = mapped_column(String(320))
+    via: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class OutboxMessage(Base):
+    """A notice to send, written in the same transaction as the act that caused it.
+
+    ``code`` holds the plaintext validation code only until the mail carrying
+    it has been handed over; it is erased then.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    validator_id: Mapped[int | None] = mapped_column(ForeignKey("validators.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    language: Mapped[str] = mapped_column(String(8))
+    code: Mapped[str | None] = mapped_column(String(64))
+    context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    account: Mapped[Account] = relationship()
+    request: Mapped[ChangeRequest | None] = relationship()
+
+
+class InboxMessage(Base):
+    """A mail received, stored before it is acknowledged, processed after."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (Index("ix_inbox_status_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    channel: Mapped[str] = mapped_column(String(8))  # smtp | imap
+    envelope_from: Mapped[str | None] = mapped_column(String(320))
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    outcome: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None]
+
+
+class ImapCursor(Base):
+    """Where IMAP reading stands in one folder: a changed UIDVALIDITY resets it."""
+
+    __tablename__ = "imap_cursors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(512), unique=True)  # user@host/folder
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)  # 32-bit unsigned in IMAP
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,11 @@
+"""Jinja templates of the notices Countersign mails (see gateway/render.py).
+
+Layout: ``base.txt.j2`` / ``base.html.j2`` hold the frame every notice shares,
+``parts.txt.j2`` / ``parts.html.j2`` the pieces several kinds show (the request
+summary, the code block), and ``{language}/`` the words: ``words.j2`` (names,
+dates, subjects) and one ``{kind}.txt.j2`` and ``{kind}.html.j2`` per kind.
+"""
+
+from pathlib import Path
+
+TEMPLATE_DIR = Path(__file__).resolve().parent

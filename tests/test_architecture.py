@@ -1,0 +1,58 @@
+"""The floors of the house: an import only ever points down, and rules/ is pure."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOORS = {
+    "rules": 0,
+    "config": 0,
+    "store": 1,
+    "workflow": 2,
+    "templates": 2,
+    "gateway": 3,
+    "scheduler": 3,
+    "daemon": 4,
+}
+# rules/ decides from facts: nothing that does I/O, keeps time or talks to a database.
+PURE_ALLOWED = {"__future__", "collections", "dataclasses", "decimal", "enum", "typing", "rules"}
+
+
+def modules() -> list[tuple[str, Path]]:
+    found = [("daemon", ROOT / "daemon.py"), ("config", ROOT / "config.py")]
+    for package in ("rules", "store", "workflow", "templates", "gateway", "scheduler"):
+        found += [(package, path) for path in sorted((ROOT / package).rglob("*.py"))]
+    return found
+
+
+def imported(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize(("floor", "path"), modules(), ids=lambda v: str(v))
+def test_imports_point_down(floor: str, path: Path) -> None:
+    upward = {name for name in imported(path) if name in FLOORS and FLOORS[name] > FLOORS[floor]}
+    assert not upward, f"{path.relative_to(ROOT)} imports from a floor above: {upward}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "rules").rglob("*.py")), ids=str)
+def test_rules_are_pure(path: Path) -> None:
+    outside = imported(path) - PURE_ALLOWED
+    assert not outside, f"{path.relative_to(ROOT)} imports {outside}"
+    assert "datetime.now" not in path.read_text() and "time.time" not in path.read_text()
+
+
+def test_stdlib_names_are_not_shadowed() -> None:
+    ours = set(FLOORS)
+    assert not ours & set(sys.stdlib_module_names)

@@ -1,0 +1,74 @@
+"""The shapes the outside sees, with OVHcloud's field names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rules.contacts import CONTACT_TYPES, ContactType
+from store.models import Account, ChangeRequest, Service, Validator
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, to the second."""
+    if moment is None:
+        return None
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def validator_json(validator: Validator) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "account": validator.account.email,
+        "decision": validator.decision,
+        "at": iso(validator.decided_at),
+        "via": validator.via,
+    }
+    if validator.delivery_error:
+        view["deliveryError"] = validator.delivery_error
+    return view
+
+
+def request_json(request: ChangeRequest) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "serviceDomain": request.service.domain,
+        "contactTypes": list(request.contact_types),
+        "fromAccount": request.from_account.email,
+        "toAccount": request.to_account.email,
+        "askingAccount": request.asking_account.email,
+        "state": request.state,
+        "dateRequest": iso(request.date_request),
+        "dateDone": iso(request.date_done),
+        "expires": iso(request.expires_at),
+        "error": request.error,
+        "validators": [validator_json(v) for v in request.validators],
+    }
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    return {
+        "account": account.email,
+        "contactEmail": account.mail_address,
+        "zone": account.zone,
+        "language": account.language,
+        "paymentMethodValid": account.payment_method_valid,
+        "balanceDue": str(account.balance_due),
+    }
+
+
+def contact_types_of(service: Service, account: Account) -> list[str]:
+    holders = {
+        ContactType.ADMIN: service.admin_id,
+        ContactType.TECH: service.tech_id,
+        ContactType.BILLING: service.billing_id,
+    }
+    return [str(t) for t in CONTACT_TYPES if holders[t] == account.id]
+
+
+def service_json(service: Service) -> dict[str, Any]:
+    return {
+        "serviceDomain": service.domain,
+        "contactAdmin": service.admin.email,
+        "contactTech": service.tech.email,
+        "contactBilling": service.billing.email,
+    }
