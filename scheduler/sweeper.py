@@ -10,11 +10,13 @@ next tick.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -24,7 +26,7 @@ log = logging.getLogger("countersign.sweeps")
 @dataclass
 class Sweep:
     name: str
-    work: Callable[[], int]
+    work: Callable[[], int] | Callable[[], Awaitable[int]]
     running: bool = False
     dirty: bool = False  # woken while running: look once more before resting
     runs: int = 0
@@ -38,7 +40,9 @@ class Sweeper:
         self.sweeps: dict[str, Sweep] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, name: str, work: Callable[[], int], every: timedelta) -> None:
+    def add(
+        self, name: str, work: Callable[[], int] | Callable[[], Awaitable[int]], every: timedelta
+    ) -> None:
         sweep = Sweep(name, work)
         self.sweeps[name] = sweep
         self.scheduler.add_job(
@@ -74,6 +78,12 @@ class Sweeper:
         elif self.scheduler.running:
             self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
 
+    async def _call(self, sweep: Sweep, loop: asyncio.AbstractEventLoop) -> int:
+        """Async work (which offloads its own blocking parts) runs on the loop, sync in a thread."""
+        if inspect.iscoroutinefunction(sweep.work):
+            return await cast(Callable[[], Awaitable[int]], sweep.work)()
+        return await loop.run_in_executor(self.executor, cast(Callable[[], int], sweep.work))
+
     async def _run(self, sweep: Sweep) -> None:
         if sweep.running:
             sweep.dirty = True
@@ -84,7 +94,7 @@ class Sweeper:
             while True:
                 sweep.dirty = False
                 try:
-                    handled = await loop.run_in_executor(self.executor, sweep.work)
+                    handled = await self._call(sweep, loop)
                 except Exception:
                     # The store keeps the work; the next tick tries again.
                     log.exception("sweep %s failed", sweep.name)

@@ -23,6 +23,7 @@ from rules.contacts import ContactType
 from store.db import Store
 from store.migrate import upgrade
 from store.models import Base
+from tests.servers.fixtures import dovecot, dovecot_factory, smtp_sink
 from workflow.directory import AccountChanges, add_account, add_service
 from workflow.policy import Policy
 
@@ -122,4 +123,6 @@ def world(store: Store) -> Store:
     return store
 
 
-__all__ = ["T0", "ContactType", "add", "missing_server"]
+__all__ = [
+    "T0", "ContactType", "add", "dovecot", "dovecot_factory", "missing_server", "smtp_sink"
+]

@@ -1,0 +1,137 @@
+"""Build the email of a rendered notice: multipart/alternative, text then HTML.
+
+Pure: no sending, no store. Header values may carry names and addresses that
+customers chose, so none of them may add a header or a line of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime
+from email import errors
+from email.charset import BASE64, QP, Charset
+from email.header import Header
+from email.headerregistry import Address
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from email.policy import compat32
+from email.utils import format_datetime
+
+from gateway.render import RenderedNotice
+
+# CR and LF end a header line; the others are line ends to str.splitlines and
+# to some mail programs, so they go too.
+_LINE_ENDS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+_MAX_ADDRESS = 254  # RFC 5321: the longest path a relay must accept
+_MAX_LINE = 998  # RFC 5322: the longest line a message may carry
+
+
+def _utf8(encoding: int) -> Charset:
+    charset = Charset("utf-8")
+    charset.body_encoding = encoding
+    return charset
+
+
+# Text stays readable in a raw file (quoted-printable); HTML is bulk (base64 is cheaper).
+_TEXT_UTF8 = _utf8(QP)
+_HTML_UTF8 = _utf8(BASE64)
+_UTF8_7BIT = _utf8(None)  # type: ignore[arg-type]  # None: 7bit, nothing to encode
+# Lines end in CRLF as on the wire; mailbox.Maildir stores them as the platform wants.
+_POLICY = compat32.clone(linesep="\r\n")
+_DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+def compose_notice(
+    notice: RenderedNotice,
+    *,
+    kind: str,
+    request_id: int,
+    to_address: str,
+    from_header: str,
+    message_id: str,
+    reply_to: str | None,
+    thread_root: str | None,
+    date: datetime | None = None,
+) -> Message:
+    """The notice as a message ready to send, threaded under `thread_root`.
+
+    Built with the stdlib's compat32 MIME classes: the same RFC 5322 output as
+    the newer EmailMessage API for these simple messages, at five times the
+    speed (composing a notice otherwise costs more than sending it).
+    """
+    msg = MIMEMultipart("alternative", policy=_POLICY)
+    _set(msg, "Message-ID", message_id)
+    _set(msg, "Date", format_datetime(_utc(date or datetime.now(UTC))))
+    _set(msg, "From", from_header)
+    _set(msg, "To", checked_address(to_address))
+    _set(msg, "Subject", notice.subject)
+    if reply_to is not None:
+        _set(msg, "Reply-To", checked_address(reply_to))
+    if thread_root is not None and thread_root.strip() != message_id.strip():
+        _set(msg, "In-Reply-To", thread_root)
+        _set(msg, "References", thread_root)
+    # Tell autoresponders and vacation programs to keep quiet (RFC 3834, Exchange).
+    _set(msg, "Auto-Submitted", "auto-generated")
+    _set(msg, "X-Auto-Response-Suppress", "All")
+    _set(msg, "X-Countersign-Request", str(request_id))
+    _set(msg, "X-Countersign-Kind", kind)
+    msg.attach(_part(notice.text, "plain", _TEXT_UTF8))
+    msg.attach(_part(notice.html, "html", _HTML_UTF8))
+    return msg
+
+
+def _part(body: str, subtype: str, utf8: Charset) -> MIMENonMultipart:
+    """ASCII with short lines goes as 7bit (readable, nothing to encode); the rest encoded."""
+    part = MIMENonMultipart("text", subtype, policy=_POLICY)
+    plain = body.isascii() and all(len(line) <= _MAX_LINE for line in body.splitlines())
+    part.set_payload(body, _UTF8_7BIT if plain else utf8)
+    return part
+
+
+def new_message_id(domain: str) -> str:
+    """A fresh Message-ID of our own domain: 128 random bits, so never reused."""
+    if not _DOMAIN.match(domain):
+        raise ValueError(f"not a mail domain: {domain!r}")
+    return f"<{secrets.token_hex(16)}@{domain}>"
+
+
+def checked_address(address: str) -> str:
+    """`address` if it is one plain addr-spec (``user@domain``); ValueError otherwise.
+
+    A display name, a list, a group or a line break is refused, not repaired:
+    mail for one account must not go anywhere else.
+    """
+    candidate = address.strip()
+    if _LINE_ENDS.search(candidate) or not candidate.isascii():
+        # Non-ASCII would need SMTPUTF8, which policy.SMTP does not write.
+        raise ValueError(f"not a plain ASCII address: {address!r}")
+    try:
+        parsed = Address(addr_spec=candidate)
+    except (ValueError, IndexError, errors.HeaderParseError) as exc:
+        raise ValueError(f"not a single valid address: {address!r}") from exc
+    if not parsed.domain or len(parsed.addr_spec) > _MAX_ADDRESS:
+        raise ValueError(f"not a single valid address: {address!r}")
+    return parsed.addr_spec
+
+
+def _set(msg: Message, name: str, value: str) -> None:
+    """Set a header once, its value flattened to one line (no header injection).
+
+    Non-ASCII values are written as RFC 2047 encoded words.
+    """
+    del msg[name]
+    flat = " ".join(_LINE_ENDS.sub(" ", value).split())
+    if flat.isascii():
+        msg[name] = flat
+    else:
+        # compat32 folds a Header into RFC 2047 encoded words when it writes the message.
+        msg[name] = Header(flat, "utf-8", header_name=name)  # type: ignore[assignment]
+
+
+def _utc(moment: datetime) -> datetime:
+    # A naive datetime is taken as UTC, like everywhere in the store.
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)

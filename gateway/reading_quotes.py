@@ -1,0 +1,147 @@
+"""Cut a reply's new text from what it quotes.
+
+The structural cut here is the one that decides. It reads line by line:
+
+- '>' lines are quoted: dropped, and reading goes on after them so that a
+  bottom-posted reply is found; a line glued to a quoted line (no blank line
+  between) is a badly re-wrapped piece of the quote and is dropped too;
+- a quote header ("On ... wrote:", "Le ... a écrit :", "Am ... schrieb ...:",
+  also wrapped over two lines as Gmail does) is dropped when '>' lines follow
+  it, and ends the new text when they do not (the quote follows unmarked);
+- an Outlook header block (From:/Sent:, De :/Envoyé :, Von:/Gesendet:), an
+  "Original Message" or "Forwarded message" rule, a line of underscores, the
+  "-- " signature separator, a "Sent from my iPhone" line, or any line holding
+  NOTICE_LINE_PREFIX (a copy of our own notice, marked or not) end it.
+
+Only the first MAX_NEW_LINES non-blank lines that survive are returned.
+mailparser_reply is run as a second opinion (see library_reply) but never
+overrides this cut.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailparser_reply import EmailReplyParser
+
+from gateway.marks import NOTICE_LINE_PREFIX
+
+MAX_NEW_LINES = 10
+MAX_LINES_SCANNED = 2000
+MAX_LINE = 1000  # chars of a line we look at; bounds every per-line regex
+LOOKAHEAD = 4  # lines looked at after a quote header or a From: line
+LIBRARY_LINES = 50  # mailparser_reply has cubic-time regexes: feed it a small head
+LIBRARY_LINE = 120
+LIBRARY_LANGUAGES = ["en", "fr", "de"]
+
+_INVISIBLE = "\u200b\u200c\u200d\ufeff"
+_QUOTE_HEADER_END = re.compile(
+    r"(?:wrote|a [ée]crit|schrieb\b[^:]{0,200}|escribi[óo]|ha scritto|schreef|skrev|napisa[łl])"
+    r"\s*:\s*$",
+    re.I,
+)
+_QUOTE_HEADER_START = re.compile(r"^(?:On|Le|Am|El|Il|Op)\s", re.I)
+_FROM_LINE = re.compile(r"^[*\s]*(?:From|De|Von|Van|Da)\s*:", re.I)
+_HEADER_LINE = re.compile(
+    r"^[*\s]*(?:Sent|Date|To|Subject|Cc|Envoy[ée]|[ÀA]|Objet|Gesendet|Datum|An|Betreff)\s*:", re.I
+)
+_RULE = re.compile(
+    r"^-{2,}\s*(?:original message|message d'origine|ursprüngliche nachricht|original-nachricht"
+    r"|forwarded message|message transf[ée]r[ée]|weitergeleitete nachricht)\s*-{2,}$",
+    re.I,
+)
+_FORWARD_INTRO = re.compile(
+    r"^(?:begin forwarded message|d[ée]but du message r[ée]exp[ée]di[ée]"
+    r"|anfang der weitergeleiteten nachricht)\s*:$",
+    re.I,
+)
+_UNDERSCORES = re.compile(r"^_{10,}$")
+_SENT_FROM = re.compile(
+    r"^(?:sent from my\b|sent from (?:outlook|mail for|yahoo)|get outlook for\b|sent via\b"
+    r"|envoy[ée] (?:de|depuis|à partir de) (?:mon|outlook)\b|von meinem\b.*\bgesendet"
+    r"|gesendet (?:von|mit)\b)",
+    re.I,
+)
+
+
+def _clean(line: str) -> str:
+    return line[:MAX_LINE].strip().strip(_INVISIBLE).strip()
+
+
+def _is_quoted(line: str) -> bool:
+    return line.startswith(">")
+
+
+def _ends_new_text(lines: list[str], i: int) -> bool:
+    line = lines[i]
+    if NOTICE_LINE_PREFIX in line or line == "--":
+        return True
+    if _RULE.match(line) or _FORWARD_INTRO.match(line) or _UNDERSCORES.match(line):
+        return True
+    if _SENT_FROM.match(line):
+        return True
+    # "From: ..." alone may be something the sender typed; with "Sent:"/"To:" below it,
+    # it is the header block Outlook writes above an unmarked copy of the original.
+    if _FROM_LINE.match(line):
+        following = [x for x in lines[i + 1 : i + 1 + LOOKAHEAD] if x][:2]
+        return any(_HEADER_LINE.match(x) for x in following)
+    return False
+
+
+def _ends_quote_header(line: str) -> bool:
+    # The cheap test first: the regex is only worth running on a line ending with ':'.
+    return line.endswith(":") and _QUOTE_HEADER_END.search(line) is not None
+
+
+def _quote_header_span(lines: list[str], i: int) -> int:
+    """How many lines a quote header starting at line i spans (0: it is not one)."""
+    line = lines[i]
+    if _ends_quote_header(line):
+        return 1
+    nxt = lines[i + 1] if i + 1 < len(lines) else ""
+    if _QUOTE_HEADER_START.match(line) and not _is_quoted(nxt):
+        return 2 if _ends_quote_header(nxt) else 0
+    return 0
+
+
+def _quoted_follows(lines: list[str], i: int) -> bool:
+    following = [x for x in lines[i : i + LOOKAHEAD] if x]
+    return bool(following) and _is_quoted(following[0])
+
+
+def new_lines(text: str) -> list[str]:
+    """The first non-blank lines the sender wrote, quotes and signatures cut away."""
+    lines = [_clean(x) for x in text.split("\n", MAX_LINES_SCANNED)[:MAX_LINES_SCANNED]]
+    kept: list[str] = []
+    i = 0
+    while i < len(lines) and len(kept) < MAX_NEW_LINES:
+        line = lines[i]
+        if _is_quoted(line) or (line and i > 0 and _is_quoted(lines[i - 1])):
+            i += 1
+            continue
+        if _ends_new_text(lines, i):
+            break
+        span = _quote_header_span(lines, i)
+        if span:
+            if not _quoted_follows(lines, i + span):
+                break
+            i += span
+            continue
+        if line:
+            kept.append(line)
+        i += 1
+    return kept
+
+
+def library_reply(text: str) -> str | None:
+    """mailparser_reply's idea of the latest reply, or None when it fails.
+
+    Only a head of the text is given: its quote-header patterns backtrack
+    quadratically on long lines.
+    """
+    head = "\n".join(x[:LIBRARY_LINE] for x in text.split("\n", LIBRARY_LINES)[:LIBRARY_LINES])
+    try:
+        reply = EmailReplyParser(languages=LIBRARY_LANGUAGES).parse_reply(head)
+    except Exception:
+        return None
+    return reply if isinstance(reply, str) else None

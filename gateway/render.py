@@ -1,0 +1,168 @@
+"""Render a notice (subject, plain text, HTML) from its kind, language and context.
+
+Pure: no database, no clock, no sending. The words live in templates/, one
+folder per language; this module only picks the templates and cleans the values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+from jinja2.environment import TemplateModule
+from jinja2.runtime import Macro
+
+from gateway.marks import SUBJECT_PREFIX
+from templates import TEMPLATE_DIR
+
+KINDS = frozenset(
+    {
+        "confirm-request",
+        "reminder",
+        "accepted-waiting",
+        "completed",
+        "previous-contact-notice",
+        "refused",
+        "expired",
+        "aborted",
+        "error",
+        "command-result",
+    }
+)
+CONTACT_TYPES = frozenset({"contactAdmin", "contactTech", "contactBilling"})
+LANGUAGES = ("en", "fr")
+DEFAULT_LANGUAGE = "en"
+
+# Everything that could end a line (str.splitlines breaks on all of these) or
+# hide in a terminal: a value holding one could start a line of its own, which
+# might then read as a command in a reply that quotes the notice.
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Bidirectional overrides can make an address display as another one.
+_BIDI_CONTROLS = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+@dataclass(frozen=True)
+class RenderedNotice:
+    subject: str
+    text: str
+    html: str
+
+
+def render_notice(kind: str, language: str, context: Mapping[str, object]) -> RenderedNotice:
+    """Render the `kind` notice in `language` (English when not supported)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown notice kind: {kind!r}")
+    _check_contact_types(context)
+    lang = notice_language(language)
+    words = _Words(_ENV.get_template(f"{lang}/words.j2").module)
+    values = {**_clean_context(context), "language": lang, "words": words}
+    return RenderedNotice(
+        subject=_subject(kind, values["request"], words),
+        text=_body(f"{lang}/{kind}.txt.j2", values),
+        html=_body(f"{lang}/{kind}.html.j2", values),
+    )
+
+
+def notice_language(language: str | None) -> str:
+    """The supported language for an account's setting: "fr", "fr-CA", "FR" give "fr"."""
+    base = re.split(r"[-_]", (language or "").strip().lower(), maxsplit=1)[0]
+    return base if base in LANGUAGES else DEFAULT_LANGUAGE
+
+
+def utc_datetime(value: object) -> datetime | None:
+    """An ISO 8601 string (or datetime) as an aware UTC datetime; None if it is not one.
+
+    A naive value is taken as UTC: the store writes UTC throughout.
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _check_contact_types(context: Mapping[str, object]) -> None:
+    # Each type is named in words of the notice's language; an unknown one has
+    # no words and would be shown as it is, inside sentences.
+    request = context.get("request")
+    types = request.get("contactTypes") if isinstance(request, Mapping) else None
+    if isinstance(types, list | tuple) and not set(types) <= CONTACT_TYPES:
+        raise ValueError(f"unknown contact type in {types!r}")
+
+
+class _Words:
+    """A language's words.j2 as the templates see it: its macros give plain text.
+
+    Jinja marks a macro's output safe when an autoescaped template calls it,
+    although words.j2, not autoescaped, printed the values unescaped: an
+    address holding "<script>" would reach the HTML as is. Called from here,
+    without the caller's escaping mode, a macro returns a plain str, which the
+    HTML template then escapes like any other value.
+    """
+
+    def __init__(self, module: TemplateModule) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._module, name)
+        if isinstance(value, Macro):
+            return lambda *args, **kwargs: str(value(*args, **kwargs))
+        return value
+
+
+def _subject(kind: str, request: Any, words: _Words) -> str:
+    prefix = SUBJECT_PREFIX.format(request_id=request["id"])
+    # The macro spans lines for reading; a header is one line, single-spaced.
+    return " ".join(f"{prefix} {words.subject(kind, request)}".split())
+
+
+def _body(template_name: str, values: Mapping[str, object]) -> str:
+    text = _ENV.get_template(template_name).render(values)
+    # Optional parts leave runs of blank lines behind; one blank line is enough.
+    return _BLANK_RUNS.sub("\n\n", text).strip("\n") + "\n"
+
+
+def _clean_context(context: Mapping[str, object]) -> dict[str, object]:
+    return {key: _one_line(value) for key, value in context.items()}
+
+
+def _one_line(value: object) -> object:
+    """The value with every string flattened to one line, through dicts and lists."""
+    if isinstance(value, str):
+        return _BIDI_CONTROLS.sub("", _LINE_BREAKING.sub(" ", value))
+    if isinstance(value, Mapping):
+        return {key: _one_line(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_one_line(item) for item in value]
+    return value
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        # Only *.html.j2 is escaped; words.j2 and *.txt.j2 give plain text,
+        # which an HTML template escapes when it prints it.
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html.j2",), default_for_string=False, default=False
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    env.filters["utc"] = utc_datetime
+    return env
+
+
+# Built once: compiled templates are cached in it for the life of the process.
+_ENV = _environment()

@@ -1,0 +1,361 @@
+"""Mail out against a real SMTP server on loopback (an aiosmtpd sink with scripted failures).
+
+Each notice kind is produced by the workflow, rendered, composed and sent by
+the real Deliverer; the sink's received bytes are parsed back as a mail client
+would.  Failures: 451 then success, 550, a connection dropped after DATA, and
+the relay down for a while.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text, update
+
+from config import Config, OutboundConfig
+from gateway.delivery import Deliverer
+from rules.contacts import ContactType
+from rules.states import Decision, NoticeKind
+from store.db import Store
+from store.models import Account, Base, OutboxMessage
+from tests.servers.smtp_sink import SmtpSink
+from workflow import requests, sweeps
+from workflow.directory import AccountChanges, update_account
+from workflow.notices import queue_notice
+from workflow.policy import Policy
+
+TECH, BILLING = ContactType.TECH, ContactType.BILLING
+CODE = re.compile(r"\b[A-Z2-7]{8}-[A-Z2-7]{8}-[A-Z2-7]{8}-[A-Z2-7]{8}\b")
+
+
+def relay_config(sink: SmtpSink, tmp_path: Path) -> Config:
+    return Config(
+        data_dir=str(tmp_path),
+        outbound=OutboundConfig(smtp_host=sink.host, smtp_port=sink.port, timeout="5s"),
+    )
+
+
+@pytest.fixture
+def deliverer(world: Store, smtp_sink: SmtpSink, tmp_path: Path) -> Deliverer:
+    return Deliverer(world, relay_config(smtp_sink, tmp_path))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def drain(deliverer: Deliverer, at: datetime | None = None) -> int:
+    total = 0
+    while handled := await deliverer.deliver_due(at):
+        total += handled
+    return total
+
+
+def received(sink: SmtpSink) -> list[EmailMessage]:
+    return [
+        message_from_bytes(m.data, policy=email_policy.default)  # type: ignore[misc]
+        for m in sink.messages
+    ]
+
+
+def text_of(mail: EmailMessage) -> str:
+    body = mail.get_body(("plain",))
+    assert body is not None
+    return str(body.get_content())  # type: ignore[attr-defined]
+
+
+def by_kind(mails: list[EmailMessage], kind: str) -> list[EmailMessage]:
+    return [m for m in mails if m["X-Countersign-Kind"] == kind]
+
+
+def change_tech(store: Store, policy: Policy, domain: str = "split.com") -> int:
+    (made,) = requests.change_contacts(
+        store, domain, "admin@example.com", {TECH: "new@example.com"}, policy, now=now()
+    )
+    return int(made["id"])
+
+
+# --- every kind, well formed --------------------------------------------------------------
+
+
+def assert_well_formed(mail: EmailMessage, kind: str, request_id: int) -> None:
+    assert mail.get_content_type() == "multipart/alternative"
+    parts = [p.get_content_type() for p in mail.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    assert re.fullmatch(r"<[0-9a-f]{32}@countersign\.localhost>", mail["Message-ID"])
+    assert mail["Auto-Submitted"] == "auto-generated"
+    assert mail["X-Auto-Response-Suppress"] == "All"
+    assert mail["X-Countersign-Request"] == str(request_id)
+    assert mail["X-Countersign-Kind"] == kind
+    assert mail["From"] == "Countersign <contacts@countersign.localhost>"
+    assert mail["Date"] is not None
+    for header in ("Message-ID", "To", "Subject", "From"):
+        assert len(mail.get_all(header) or []) == 1
+
+
+async def test_a_complete_change_mails_every_kind_well_formed(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    update_account(world, "new@example.com", AccountChanges(language="fr"))
+    request_id = change_tech(world, policy)
+    assert await drain(deliverer) == 2
+    confirms = received(smtp_sink)
+    assert sorted(m["To"] for m in confirms) == ["admin@example.com", "new@example.com"]
+    first_root = None
+    for mail in confirms:
+        assert_well_formed(mail, "confirm-request", request_id)
+        body = text_of(mail)
+        (code,) = set(CODE.findall(body))
+        assert f"http://127.0.0.1:8080/confirm/{request_id}?token={code}" in body
+        assert mail["Reply-To"] == f"confirm+{code}@countersign.localhost"
+        first_root = first_root or mail["Message-ID"]
+        # The code in the mail works: the acceptance goes through the workflow.
+        requests.decide(world, code, Decision.ACCEPT, policy, request_id=request_id)
+    french = next(m for m in confirms if m["To"] == "new@example.com")
+    assert "Bonjour" in text_of(french) or "contact technique" in text_of(french)
+    assert "technical contact" in text_of(next(m for m in confirms if m is not french))
+
+    sweeps.apply_ready(world, policy)
+    await drain(deliverer)
+    mails = received(smtp_sink)
+    kinds = [m["X-Countersign-Kind"] for m in mails[2:]]
+    assert sorted(kinds) == [
+        "accepted-waiting",
+        "completed",
+        "completed",
+        "previous-contact-notice",
+    ]
+    for mail in mails[2:]:
+        assert_well_formed(mail, mail["X-Countersign-Kind"], request_id)
+        assert mail["In-Reply-To"] is not None  # threads under the request's first mail
+        assert "Reply-To" not in mail
+        assert not CODE.search(text_of(mail))
+    (notice,) = by_kind(mails, "previous-contact-notice")
+    assert notice["To"] == "tech@example.com"
+
+
+@pytest.mark.parametrize("kind", ["refused", "aborted", "expired", "error", "reminder"])
+async def test_failure_and_reminder_kinds(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink, kind: str
+) -> None:
+    request_id = change_tech(world, policy)
+    await drain(deliverer)
+    codes = {m["To"]: CODE.findall(text_of(m))[0] for m in received(smtp_sink)}
+    later = now() + timedelta(days=8)
+    if kind == "refused":
+        requests.decide(world, codes["new@example.com"], Decision.DECLINE, policy)
+    elif kind == "aborted":
+        requests.cancel(world, request_id, "admin@example.com", policy)
+    elif kind == "expired":
+        sweeps.expire_due(world, policy, now=later)
+    elif kind == "error":
+        for code in codes.values():
+            requests.decide(world, code, Decision.ACCEPT, policy)
+        update_account(world, "new@example.com", AccountChanges(zone="CA"))
+        sweeps.apply_ready(world, policy)
+    else:
+        sweeps.remind_due(world, policy, now=now() + timedelta(days=2))
+    await drain(deliverer, later)
+    mails = by_kind(received(smtp_sink), kind)
+    # Nobody had answered: every validator is reminded, or told the outcome.
+    assert sorted(m["To"] for m in mails) == ["admin@example.com", "new@example.com"]
+    for mail in mails:
+        assert_well_formed(mail, kind, request_id)
+    if kind == "reminder":
+        fresh = CODE.findall(text_of(mails[0]))[0]
+        assert fresh not in codes.values()
+    if kind == "error":
+        assert "CA" in text_of(mails[0])
+
+
+async def test_command_result_goes_to_the_account(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    request_id = change_tech(world, policy)
+    with world.write() as session:
+        account = session.scalars(select(Account).where(Account.email == "new@example.com")).one()
+        request = requests.load_request(session, request_id)
+        queue_notice(
+            session,
+            kind=NoticeKind.COMMAND_RESULT,
+            account=account,
+            request=request,
+            now=now(),
+            domain=policy.mail_domain,
+            context={"reason": "This code has already been used."},
+        )
+    await drain(deliverer)
+    (mail,) = by_kind(received(smtp_sink), "command-result")
+    assert_well_formed(mail, "command-result", request_id)
+    assert "already been used" in text_of(mail)
+
+
+# --- failures ---------------------------------------------------------------------------
+
+
+def outbox_rows(store: Store) -> list[OutboxMessage]:
+    with store.read() as session:
+        return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+async def test_451_then_success_delivers_once_with_the_same_message_id(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    change_tech(world, policy)
+    smtp_sink.fail_next("451 4.3.0 Try again later")
+    assert await deliverer.deliver_due() == 2
+    assert len(smtp_sink.messages) == 1
+    waiting = [row for row in outbox_rows(world) if row.status == "pending"]
+    assert [row.last_error for row in waiting] == ["451 4.3.0 Try again later"]
+    retry_at = waiting[0].next_attempt_at
+    assert timedelta(seconds=40) < retry_at - now() < timedelta(seconds=80)
+    assert await deliverer.deliver_due() == 0  # not due yet
+    await drain(deliverer, retry_at)
+    ids = [m.message_id for m in smtp_sink.messages]
+    assert len(ids) == 2 and len(set(ids)) == 2
+    assert waiting[0].message_id.strip("<>") in {i.strip("<>") for i in ids if i}
+    assert all(row.status == "sent" for row in outbox_rows(world))
+
+
+async def test_550_is_permanent_and_shown_on_the_request(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    update_account(world, "new@example.com", AccountChanges(contact_email="old@gone.test"))
+    request_id = change_tech(world, policy)
+    smtp_sink.reject_recipient("old@gone.test", "550 5.1.1 No such user")
+    await drain(deliverer)
+    shown = requests.show(world, request_id)
+    failing = next(v for v in shown["validators"] if v["account"] == "new@example.com")
+    assert failing["deliveryError"] == ("mail to old@gone.test failed: 550 5.1.1 No such user")
+    assert await deliverer.deliver_due(now() + timedelta(days=1)) == 0  # not retried
+
+    # The seed's remedy: fix the contact email, then resend.
+    update_account(world, "new@example.com", AccountChanges(contact_email="new@fixed.test"))
+    requests.resend(world, request_id, policy)
+    await drain(deliverer)
+    assert smtp_sink.messages[-1].rcpt_tos == ("new@fixed.test",)
+    shown = requests.show(world, request_id)
+    assert all("deliveryError" not in v for v in shown["validators"])
+
+
+async def test_connection_dropped_after_data_is_retried_with_the_same_message_id(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    change_tech(world, policy)
+    smtp_sink.drop_after_data_next()
+    await deliverer.deliver_due()
+    (lost,) = smtp_sink.dropped
+    await drain(deliverer, now() + timedelta(minutes=5))
+    assert lost.message_id in [m.message_id for m in smtp_sink.messages]
+    assert len(smtp_sink.messages) == 2
+
+
+async def test_relay_down_for_a_while_then_everything_once(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    smtp_sink.stop()
+    change_tech(world, policy)
+    change_tech(world, policy, domain="example.com")
+    await deliverer.deliver_due()
+    await deliverer.deliver_due(now() + timedelta(minutes=3))  # still down
+    assert {row.status for row in outbox_rows(world)} == {"pending"}
+    assert all("unreachable" in (row.last_error or "") for row in outbox_rows(world))
+    smtp_sink.start()
+    await drain(deliverer, now() + timedelta(hours=2))
+    ids = [m.message_id for m in smtp_sink.messages]
+    assert len(ids) == len(set(ids)) == len(outbox_rows(world)) == 4
+
+
+async def test_giving_up_after_the_configured_time(
+    world: Store, policy: Policy, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    request_id = change_tech(world, policy)
+    deliverer = Deliverer(world, relay_config(smtp_sink, tmp_path))
+    smtp_sink.fail_next("451 4.3.0 Try again later", times=10)
+    await deliverer.deliver_due()
+    await drain(deliverer, now() + timedelta(days=3))
+    gave_up = [row for row in outbox_rows(world) if row.status == "failed"]
+    assert gave_up and all(row.code is None for row in gave_up)
+    assert any("deliveryError" in v for v in requests.show(world, request_id)["validators"])
+
+
+# --- secrets and hostile values -----------------------------------------------------------
+
+
+async def test_no_plaintext_code_remains_after_delivery(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    change_tech(world, policy)
+    change_tech(world, policy, domain="example.com")
+    await drain(deliverer)
+    codes = {c for m in received(smtp_sink) for c in CODE.findall(text_of(m))}
+    assert len(codes) == 4
+    forms = codes | {c.replace("-", "") for c in codes}
+    with world.engine.connect() as connection:
+        for table in Base.metadata.sorted_tables:
+            for row in connection.execute(table.select()):
+                dumped = " ".join(str(v) for v in row).upper()
+                assert not any(form in dumped for form in forms), table.name
+
+
+async def test_hostile_names_neither_add_headers_nor_run_markup(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    # A system of record that let these through: straight into the store.
+    with world.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE services SET domain = :d WHERE domain = 'split.com'"),
+            {"d": "eve.example\r\nbcc: x@evil.test <script>alert(1)</script>"},
+        )
+    (made,) = requests.change_contacts(
+        world,
+        "eve.example\r\nbcc: x@evil.test <script>alert(1)</script>",
+        "admin@example.com",
+        {BILLING: "new@example.com"},
+        policy,
+        now=now(),
+    )
+    await drain(deliverer)
+    assert len(smtp_sink.messages) == 2
+    for raw in smtp_sink.messages:
+        assert raw.rcpt_tos in {("admin@example.com",), ("new@example.com",)}
+        mail = message_from_bytes(raw.data, policy=email_policy.default)  # type: ignore[arg-type]
+        assert mail["Bcc"] is None
+        assert "\n" not in str(mail["Subject"])
+        html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        assert "<script>" not in html and "&lt;script&gt;" in html
+    assert made["serviceDomain"].startswith("eve.example")
+
+
+async def test_without_a_relay_mail_is_written_to_the_outbox_maildir(
+    world: Store, policy: Policy, tmp_path: Path
+) -> None:
+    deliverer = Deliverer(world, Config(data_dir=str(tmp_path)))
+    change_tech(world, policy)
+    assert await drain(deliverer) == 2
+    files = sorted((tmp_path / "outbox" / "new").iterdir())
+    assert len(files) == 2
+    mails = [message_from_bytes(f.read_bytes(), policy=email_policy.default) for f in files]
+    assert {m["X-Countersign-Kind"] for m in mails} == {"confirm-request"}  # type: ignore[index]
+    assert all(row.code is None and row.status == "sent" for row in outbox_rows(world))
+
+
+async def test_a_lease_left_by_a_dead_daemon_is_taken_again(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    change_tech(world, policy)
+    with world.write() as session:  # a daemon claimed them, then died before sending
+        session.execute(
+            update(OutboxMessage).values(
+                status="sending", next_attempt_at=now() + timedelta(minutes=5)
+            )
+        )
+    assert await deliverer.deliver_due() == 0
+    await drain(deliverer, now() + timedelta(minutes=6))
+    assert len(smtp_sink.messages) == 2
