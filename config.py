@@ -13,11 +13,12 @@ import json
 import os
 import re
 import tomllib
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 ENV_PREFIX = "COUNTERSIGN_"
 DEFAULT_FILE = "countersign.toml"
@@ -68,6 +69,7 @@ class InboundConfig:
     imap_folder: str = "INBOX"
     imap_processed_folder: str = "Processed"
     imap_tls: bool = True
+    imap_starttls: bool = False  # with imap_tls = false: upgrade a plain connection (port 143)
     bad_code_limit: int = 5
     bad_code_window: str = "1h"
 
@@ -153,7 +155,6 @@ def _key_name(field_name: str) -> str:
 def _coerce(key: str, hint: Any, value: Any) -> Any:
     """Turn a TOML or environment value into the field's type, or say which key is wrong."""
     text = isinstance(value, str)
-    hint_text = str(hint)
     if hint is bool:
         if text:
             lowered = value.strip().lower()
@@ -165,23 +166,31 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             return value
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if hint is int:
-        try:
+        # Not int(value) on anything: true would be 1 and 8025.9 would be 8025.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if text and re.fullmatch(r"\s*[+-]?\d+\s*", value):
             return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a whole number, got {value!r}") from None
-    if hint_text.startswith("tuple"):
+        raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+    # By origin, not by name: str(Mapping[str, str]) is "collections.abc.Mapping[...]".
+    origin = get_origin(hint)
+    if origin is tuple:
         items = _env_list(key, value) if text else value
         if not isinstance(items, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return tuple(str(item) for item in items)
-    if hint_text.startswith("Mapping"):
+    if origin is Mapping:
         mapping = _env_json(key, value) if text else value
         if not isinstance(mapping, dict):
             raise ConfigError(f"{key}: expected a table of name = value, got {value!r}")
         return {str(k): str(v) for k, v in mapping.items()}
+    optional = origin is types.UnionType and type(None) in get_args(hint)
     if value is None or value == "":
-        return None if "None" in hint_text else ""
-    return str(value)
+        return None if optional else ""
+    if not isinstance(value, str):
+        # A TOML number or table where text is expected is a mistake, not text.
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
 
 
 def _env_list(key: str, value: str) -> Any:
@@ -238,6 +247,8 @@ def _validate(config: Config) -> None:
             parse_duration(value)
         except ConfigError as error:
             raise ConfigError(f"{key}: {error}") from None
+    if config.sweep_every <= timedelta(0):
+        raise ConfigError("scheduler.sweep_every: must be more than 0s")
 
 
 def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:

@@ -21,12 +21,17 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import Config, ConfigError, load_config
+from gateway.delivery import Deliverer
+from gateway.imap_in import start_imap
+from gateway.mail_in import MailIn
+from gateway.smtp_in import start_smtp
+from gateway.web import create_app, serve_web
 from rules.contacts import ContactType, Refusal
 from rules.states import Decision, State
 from scheduler.sweeper import Sweeper
 from store.db import Store
 from store.migrate import is_current, upgrade
-from workflow import directory, importer, requests, sweeps
+from workflow import directory, importer, inbox, requests, sweeps
 from workflow.policy import Policy
 
 log = logging.getLogger("countersign")
@@ -61,7 +66,8 @@ class App:
 
 
 def fail(message: str, status: int = 1) -> NoReturn:
-    click.echo(f"countersign: {message}", err=True)
+    # One line whatever the message holds (an argument echoed back may carry a newline).
+    click.echo(f"countersign: {' '.join(message.split())}", err=True)
     sys.exit(status)
 
 
@@ -78,6 +84,9 @@ def acts(function: F) -> F:
             fail(f"configuration: {error}", 2)
         except SQLAlchemyError as error:
             fail(f"database: {str(error).splitlines()[0]}")
+        except OSError as error:
+            # e.g. a data_dir that cannot be created: a message, not a traceback.
+            fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
 
     return wrapper  # type: ignore[return-value]
 
@@ -263,12 +272,13 @@ def services(app: App, email: str, as_json: bool) -> None:
 
 
 @cli.command("import")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @json_option
 @pass_app
 @acts
 def import_file(app: App, file: Any, as_json: bool) -> None:
     """Bulk accounts and services from JSON Lines (all or nothing)."""
+    # Bytes: the importer decodes each line, so bad UTF-8 is reported with its line number.
     counts = importer.import_lines(app.store(), file)
     emit(
         as_json,
@@ -403,6 +413,47 @@ def cancel(app: App, request_id: int, asking: str, as_json: bool) -> None:
     emit(as_json, shown, lambda: describe_request(shown))
 
 
+# --- inbox -------------------------------------------------------------------------
+
+
+def summarize_inbox(m: dict[str, Any]) -> str:
+    outcome = m["outcome"] or ""
+    return (
+        f"{m['id']:>6}  {m['status']:<11} {m['channel']:<4} {m['received']}  "
+        f"tries {m['attempts']}  {m['messageId'][:60]}  {outcome}"
+    )
+
+
+@cli.group("inbox", invoke_without_command=True)
+@click.option("--failed", is_flag=True, help="Only the quarantined messages.")
+@click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+@json_option
+@click.pass_context
+def inbox_group(ctx: click.Context, failed: bool, limit: int, as_json: bool) -> None:
+    """Mail received: the latest messages, or those that could not be processed."""
+    if ctx.invoked_subcommand is not None:
+        return
+    app = ctx.find_object(App)
+    assert app is not None
+    acts(list_inbox)(app, failed, limit, as_json)
+
+
+def list_inbox(app: App, failed: bool, limit: int, as_json: bool) -> None:
+    found = inbox.list_inbox(app.store(), failed=failed, limit=limit)
+    emit(as_json, found, lambda: [summarize_inbox(m) for m in found] or ["no messages"])
+
+
+@inbox_group.command("retry")
+@click.argument("inbox_id", metavar="ID", type=int)
+@json_option
+@pass_app
+@acts
+def inbox_retry(app: App, inbox_id: int, as_json: bool) -> None:
+    """Process a quarantined message again (three fresh attempts)."""
+    shown = inbox.retry(app.store(), inbox_id)
+    emit(as_json, shown, lambda: [f"inbox message {inbox_id} will be processed again"])
+
+
 # --- serve ---------------------------------------------------------------------------
 
 
@@ -413,8 +464,31 @@ def build_sweeper(store: Store, config: Config) -> Sweeper:
     sweeper.add("apply", lambda: sweeps.apply_ready(store, policy), every)
     sweeper.add("expire", lambda: sweeps.expire_due(store, policy), every)
     sweeper.add("remind", lambda: sweeps.remind_due(store, policy), every)
+    sweeper.add("outbox", Deliverer(store, config).deliver_due, every)
+    sweeper.add("inbox", MailIn(store, config).process_due, every)
     store.on_commit("apply", lambda: sweeper.wake("apply"))
+    store.on_commit("outbox", lambda: sweeper.wake("outbox"))
+    store.on_commit("inbox", lambda: sweeper.wake("inbox"))
     return sweeper
+
+
+def start_web(
+    store: Store, config: Config, sweeper: Sweeper, stop: asyncio.Event
+) -> asyncio.Task[None]:
+    """The link's page, the API, /healthz and /metrics; a web server that dies stops the daemon."""
+    app = create_app(store, config, health=lambda: bool(sweeper.scheduler.running))
+    web = asyncio.create_task(serve_web(app, config.web.host, config.web.port, stop), name="web")
+    web.add_done_callback(lambda _: stop.set())
+    return web
+
+
+async def listen_smtp(store: Store, config: Config) -> asyncio.Server:
+    """SMTP in, on this loop; a port that cannot be had stops the daemon with one line."""
+    try:
+        return await start_smtp(store, config)
+    except OSError as error:
+        where = f"{config.inbound.smtp_host}:{config.inbound.smtp_port}"
+        fail(f"SMTP in: cannot listen on {where}: {error.strerror or error}")
 
 
 async def run_daemon(config: Config, stop: asyncio.Event) -> None:
@@ -422,15 +496,25 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     store = Store(config.database_url)
     await asyncio.to_thread(upgrade, store.engine)
+    smtp = await listen_smtp(store, config)
     sweeper = build_sweeper(store, config)
     sweeper.start()
+    imap = start_imap(store, config)
+    web = start_web(store, config, sweeper, stop)
     log.info("countersign serving (database %s)", store.engine.url.render_as_string())
     try:
         await stop.wait()
     finally:
         log.info("stopping")
+        stop.set()  # the web server stops on it too, after the requests in flight
+        await asyncio.wait({web})
+        smtp.close()
+        if imap is not None:
+            await asyncio.to_thread(imap.stop)
         sweeper.shutdown()
         store.dispose()
+    if not web.cancelled() and web.exception() is not None:
+        fail(str(web.exception()))
 
 
 async def serve_until_signalled(config: Config) -> None:
@@ -451,6 +535,14 @@ def serve(app: App, verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # APScheduler logs every run of every job at INFO: a line a second per sweep.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # flufl.bounce logs at ERROR whenever one of its detectors trips on odd mail;
+    # reading.py already treats that mail as automated, so it is noise here.
+    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+    # aiosmtpd logs every SMTP command at INFO: lines by the thousand under load.
+    logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose else logging.WARNING)
     asyncio.run(serve_until_signalled(app.config))
 
 
@@ -461,6 +553,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: click's errors become one line on stderr (2 for usage)."""
     try:
         cli.main(args=argv, prog_name="countersign", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as error:
+        # A bare `countersign` or `countersign account`: one line, not the help folded into one.
+        path = error.ctx.command_path if error.ctx else "countersign"
+        fail(f"missing command; see '{path} --help'", 2)
     except click.UsageError as error:
         fail(error.format_message().replace("\n", " "), 2)
     except click.ClickException as error:

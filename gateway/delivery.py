@@ -23,6 +23,7 @@ from typing import Protocol
 import aiosmtplib
 
 from config import Config, parse_duration
+from gateway import metrics
 from gateway.compose import compose_notice
 from gateway.render import render_notice
 from rules.states import CODE_NOTICES
@@ -48,6 +49,13 @@ class Outcome:
     outbox_id: int
     error: str | None = None  # None: handed over
     permanent: bool = False
+
+    @property
+    def label(self) -> str:
+        """The metrics label: sent, retry or failed."""
+        if self.error is None:
+            return "sent"
+        return "failed" if self.permanent else "retry"
 
 
 class Transport(Protocol):
@@ -225,6 +233,14 @@ class SmtpTransport:
         return Outcome(outbox_id, f"{code} {message}".strip(), permanent=500 <= code < 600)
 
 
+def _count(envelopes: Sequence[Envelope], outcomes: Sequence[Outcome], at: datetime) -> None:
+    queued = {envelope.outbox_id: envelope.queued_at for envelope in envelopes}
+    for outcome in outcomes:
+        metrics.count_mail_sent(outcome.label)
+        if outcome.error is None:
+            metrics.observe_delivery_latency((at - queued[outcome.outbox_id]).total_seconds())
+
+
 def make_transport(config: Config) -> Transport:
     settings = MailSettings.from_config(config)
     if config.outbound.smtp_host:
@@ -253,7 +269,9 @@ class Deliverer:
             return 0
         ready, broken = await asyncio.to_thread(compose_all, envelopes, self.settings)
         outcomes = broken + (await self.transport.send(ready) if ready else [])
-        await asyncio.to_thread(self._record, outcomes, max(now, datetime.now(UTC)))
+        handed_over = datetime.now(UTC)
+        await asyncio.to_thread(self._record, outcomes, max(now, handed_over))
+        _count(envelopes, outcomes, handed_over)
         return len(envelopes)
 
     def _record(self, outcomes: list[Outcome], now: datetime) -> None:

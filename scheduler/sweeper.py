@@ -95,6 +95,8 @@ class Sweeper:
                 sweep.dirty = False
                 try:
                     handled = await self._call(sweep, loop)
+                except asyncio.CancelledError:
+                    return  # shutting down: the store keeps the work for next time
                 except Exception:
                     # The store keeps the work; the next tick tries again.
                     log.exception("sweep %s failed", sweep.name)

@@ -23,6 +23,7 @@ LANGUAGES = ("en", "fr")
 # catches what cannot be an address at all (no @, spaces, CR/LF).
 _EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$|^[^@\s<>,;\"]+@localhost$")
 _ZONE = re.compile(r"^[A-Z]{2,8}$")
+CENT = Decimal("0.01")  # balances are kept to the cent (the column is NUMERIC(14, 2))
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,16 @@ def valid_changes(changes: AccountChanges) -> AccountChanges:
             raise Refusal("bad-zone", f"not a zone: {changes.zone!r} (e.g. EU, CA, US)")
     if changes.language is not None and changes.language not in LANGUAGES:
         raise Refusal("bad-language", f"language must be one of {', '.join(LANGUAGES)}")
-    if changes.balance_due is not None and changes.balance_due < 0:
-        raise Refusal("bad-balance", "balance due cannot be negative")
+    balance = changes.balance_due
+    if balance is not None:
+        if balance < 0:
+            raise Refusal("bad-balance", "balance due cannot be negative")
+        if balance >= 10**12:
+            raise Refusal("bad-balance", f"balance due is too large: {balance}")
+        if balance != balance.quantize(CENT):
+            raise Refusal("bad-balance", f"balance due has more than two decimals: {balance}")
+        # As the store gives it back, so `account add` and `account list` say the same.
+        balance = balance.quantize(CENT)
     contact = changes.contact_email
     if contact is not None:
         contact = valid_email(contact, "contact email")
@@ -62,7 +71,7 @@ def valid_changes(changes: AccountChanges) -> AccountChanges:
         contact_email=contact,
         language=changes.language,
         payment_method_valid=changes.payment_method_valid,
-        balance_due=changes.balance_due,
+        balance_due=balance,
     )
 
 
@@ -97,7 +106,7 @@ def add_account(store: Store, email: str, changes: AccountChanges) -> dict[str, 
             zone=changes.zone,
             language="en",
             payment_method_valid=True,
-            balance_due=Decimal(0),
+            balance_due=Decimal("0.00"),
             created_at=now,
         )
         _apply_changes(account, changes)

@@ -17,9 +17,17 @@ class BadCode(Refusal):
     """A validation code that cannot be used: ``code`` says why, for programs.
 
     ``account_id`` is the account the code belongs to when it is known, so
-    that a mailed answer goes to that account and never to a stranger.
+    that a mailed answer goes to that account and never to a stranger;
+    ``request_id`` is then the request it was for (the answer is about it).
     """
 
-    def __init__(self, code: str, message: str, account_id: int | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        account_id: int | None = None,
+        request_id: int | None = None,
+    ) -> None:
         super().__init__(code, message)
         self.account_id = account_id
+        self.request_id = request_id

@@ -55,6 +55,7 @@ class Envelope:
     request: dict[str, Any] | None
     code: str | None
     context: dict[str, Any]
+    queued_at: datetime  # when the act that caused it committed: delivery latency starts here
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ def _envelope(row: OutboxMessage) -> Envelope:
         request=request_json(request) if request is not None else None,
         code=row.code,
         context=dict(row.context or {}),
+        queued_at=row.created_at,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from config import Config
+from config import Config, parse_duration
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,9 @@ class Policy:
     remind_after: tuple[timedelta, ...] = (timedelta(days=2), timedelta(days=5))
     mail_domain: str = "countersign.localhost"
     require_sender_match: bool = True
+    # Bad codes (any channel) before a sender or a request is locked out, and for how long.
+    bad_code_limit: int = 5
+    bad_code_window: timedelta = timedelta(hours=1)
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
@@ -22,4 +25,6 @@ class Policy:
             remind_after=config.remind_after,
             mail_domain=config.mail.domain,
             require_sender_match=config.inbound.require_sender_match,
+            bad_code_limit=config.inbound.bad_code_limit,
+            bad_code_window=parse_duration(config.inbound.bad_code_window),
         )

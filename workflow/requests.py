@@ -25,6 +25,7 @@ from rules.states import (
 )
 from store.db import Store, wake
 from store.models import Account, ChangeRequest, Event, Validator
+from workflow import throttle
 from workflow.codes import hash_code, new_code, normalize_code
 from workflow.errors import BadCode, NotFound, Refusal
 from workflow.facts import (
@@ -73,9 +74,12 @@ def load_request(session: Session, request_id: int, *, lock: bool = False) -> Ch
     if lock:
         query = query.with_for_update(of=ChangeRequest)
     # populate_existing: after waiting for the lock, see what the other writer committed.
-    query = query.options(selectinload(ChangeRequest.validators)).execution_options(
-        populate_existing=True
-    )
+    # The validators' accounts come in one more query; the request's from/to/asking
+    # accounts are among them, so describing the request then costs no lazy loads.
+    query = query.options(
+        selectinload(ChangeRequest.validators).selectinload(Validator.account),
+        selectinload(ChangeRequest.service),
+    ).execution_options(populate_existing=True)
     request = session.scalar(query)
     if request is None:
         raise NotFound("request", request_id)
@@ -231,17 +235,55 @@ def decide(
     """Accept or decline with a validation code (of ``request_id`` when given).
 
     A bad code raises BadCode, after committing what finding it out changed
-    (an overdue request is expired on the spot and everyone told).
+    (an overdue request is expired on the spot and everyone told) and a
+    "bad-code" event against ``sender`` and ``request_id``; once either has
+    had ``policy.bad_code_limit`` of them within ``policy.bad_code_window``,
+    BadCode("locked") comes before the code is checked (workflow/throttle.py).
     """
     now = now or utcnow()
-    failure: BadCode | None = None
     with store.write() as session:
-        try:
-            return _decide(session, code, decision, policy, request_id, via, sender, now)
-        except BadCode as bad:
-            failure = bad
-            record(session, "bad-code", now, actor=sender, via=via, reason=bad.code)
-    raise failure
+        outcome = decide_in(
+            session, code, decision, policy, request_id=request_id, via=via, sender=sender, now=now
+        )
+    if isinstance(outcome, BadCode):
+        raise outcome
+    return outcome
+
+
+def decide_in(
+    session: Session,
+    code: str,
+    decision: Decision,
+    policy: Policy,
+    *,
+    request_id: int | None,
+    via: str,
+    sender: str | None,
+    now: datetime,
+) -> DecisionResult | BadCode:
+    """decide's work inside the caller's transaction; a bad code is returned, not raised.
+
+    Mail uses it to commit the decision and the inbox row that carried it together,
+    so a crash between the two can never act on one message twice.
+    """
+    try:
+        # Before the code is even looked at: a locked-out guesser learns nothing.
+        throttle.check_session(
+            session,
+            sender=sender,
+            request_id=request_id,
+            now=now,
+            limit=policy.bad_code_limit,
+            window=policy.bad_code_window,
+        )
+        return _decide(session, code, decision, policy, request_id, via, sender, now)
+    except BadCode as bad:
+        if bad.code != "locked":
+            # Counted against the request only if it exists (the event row points at it).
+            named = session.get(ChangeRequest, request_id) if request_id is not None else None
+            actor = normalize_email(sender) if sender is not None else None
+            record(session, "bad-code", now, request=named, actor=actor, via=via, reason=bad.code)
+        return bad
 
 
 def _decide(
@@ -281,13 +323,20 @@ def _check_usable(
     owner = validator.account
     if request.state != State.VALIDATING:
         raise BadCode(
-            "closed", f"request {request.id} is already {request.state}", account_id=owner.id
+            "closed",
+            f"request {request.id} is already {request.state}",
+            account_id=owner.id,
+            request_id=request.id,
         )
     if now >= request.expires_at:
         finish(session, request, State.EXPIRED, now, policy)
-        raise BadCode("expired", f"request {request.id} has expired", account_id=owner.id)
+        raise BadCode(
+            "expired", f"request {request.id} has expired", owner.id, request_id=request.id
+        )
     if validator.decision is not None:
-        raise BadCode("used", "this validation code has already been used", account_id=owner.id)
+        raise BadCode(
+            "used", "this validation code has already been used", owner.id, request_id=request.id
+        )
     if sender is not None and policy.require_sender_match:
         allowed = {owner.email, normalize_email(owner.mail_address)}
         if normalize_email(sender) not in allowed:
@@ -402,6 +451,7 @@ __all__ = [
     "cancel",
     "change_contacts",
     "decide",
+    "decide_in",
     "list_requests",
     "resend",
     "show",

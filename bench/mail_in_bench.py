@@ -1,0 +1,269 @@
+"""Replies processed per second over SMTP, end to end, next to a bare aiosmtpd sink's rate.
+
+Both figures come from one run, with the same replies and the same client (aiosmtplib,
+8 connections, in its own process so the server keeps the other core):
+
+  sink         aiosmtpd whose handler only parses each message (email.policy.default)
+               and answers 250: what a Python SMTP server does at the least;
+  countersign  the daemon's SMTP in (store, then 250) and its "inbox" sweep (read,
+               decide, commit) on one asyncio loop, on SQLite, exactly as `serve`
+               wires them; counted from the first reply's end of DATA to the last
+               decision committed.
+
+The replies are real: each quotes the text of the confirm-request the workflow
+queued for one validator (rendered by the real composer) and starts with
+"Accept, thanks"; half the validators' acceptances complete their request.
+
+Usage: python bench/mail_in_bench.py [--replies 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email
+import email.policy
+import logging
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP
+from sqlalchemy import func, select
+
+from config import Config
+from gateway.delivery import MailSettings, compose
+from gateway.mail_in import MailIn
+from gateway.smtp_in import start_smtp
+from rules.contacts import ContactType
+from scheduler.sweeper import Sweeper
+from store.db import Store
+from store.migrate import upgrade
+from store.models import Validator
+from workflow.importer import import_lines
+from workflow.inbox import Received, process_due, store_received
+from workflow.outbox import claim_due
+from workflow.policy import Policy
+from workflow.requests import change_contacts
+
+CONNECTIONS = 8
+PER_CONNECTION = 500  # then reconnect: the server allows 1000 MAILs per session
+
+
+# --- the replies ---------------------------------------------------------------------
+
+
+def seed(store: Store, replies: int) -> None:
+    """replies/2 requests, each asking two validators."""
+    pairs = replies // 2
+    lines = [f'{{"account": "admin{i}@bench.test", "zone": "EU"}}' for i in range(pairs)]
+    lines += [f'{{"account": "new{i}@bench.test", "zone": "EU"}}' for i in range(pairs)]
+    lines += [
+        f'{{"service": "s{i}.bench.test", "contactAdmin": "admin{i}@bench.test", '
+        f'"contactTech": "admin{i}@bench.test", "contactBilling": "admin{i}@bench.test"}}'
+        for i in range(pairs)
+    ]
+    import_lines(store, lines)
+    for i in range(pairs):
+        change_contacts(
+            store,
+            f"s{i}.bench.test",
+            f"admin{i}@bench.test",
+            {ContactType.TECH: f"new{i}@bench.test"},
+            Policy(),
+        )
+
+
+def write_replies(store: Store, config: Config, count: int) -> list[tuple[str, bytes]]:
+    """(reply address, raw reply) for each confirm-request: what a person's client would send."""
+    settings = MailSettings.from_config(config)
+    made = []
+    for n, envelope in enumerate(claim_due(store, datetime.now(UTC), count)):
+        notice = email.message_from_bytes(
+            compose(envelope, settings).as_bytes(), policy=email.policy.default
+        )
+        text = notice.get_body(preferencelist=("plain",))
+        assert text is not None
+        quoted = "\r\n".join("> " + line for line in text.get_content().splitlines())
+        reply_to = str(notice["Reply-To"])
+        raw = (
+            f"From: Someone <{envelope.to_address}>\r\nTo: {reply_to}\r\n"
+            f"Subject: Re: {notice['Subject']}\r\nMessage-ID: <reply{n}@client.bench.test>\r\n"
+            f"In-Reply-To: {envelope.message_id}\r\nReferences: {envelope.message_id}\r\n"
+            "Date: Mon, 02 Nov 2026 09:30:00 +0000\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+            "Accept, thanks\r\n\r\nOn Mon, 2 Nov 2026 at 09:00, Countersign wrote:\r\n"
+            f"{quoted}\r\n"
+        )
+        made.append((reply_to, raw.encode()))
+    return made
+
+
+# --- the client (its own process) ----------------------------------------------------------
+
+
+def client(port: int, replies: list[tuple[str, bytes]], pace: float, out: Any) -> None:
+    """Send every reply over CONNECTIONS lanes; ``pace`` > 0: one reply per lane every pace s."""
+
+    async def lane(chunk: list[tuple[str, bytes]]) -> None:
+        for start in range(0, len(chunk), PER_CONNECTION):
+            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=60)
+            await smtp.connect()
+            for to, raw in chunk[start : start + PER_CONNECTION]:
+                await smtp.sendmail("someone@client.bench.test", [to], raw)
+                await asyncio.sleep(pace)
+            await smtp.quit()
+
+    async def main() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(lane(replies[i::CONNECTIONS]) for i in range(CONNECTIONS)))
+        return time.perf_counter() - started
+
+    out.send(asyncio.run(main()))
+
+
+def send_all(port: int, replies: list[tuple[str, bytes]], pace: float = 0.0) -> float:
+    """Seconds the client took to have every reply answered 250."""
+    receiving, sending = multiprocessing.Pipe(duplex=False)
+    process = multiprocessing.Process(target=client, args=(port, replies, pace, sending))
+    process.start()
+    seconds = float(receiving.recv())
+    process.join()
+    return seconds
+
+
+# --- the bare sink ------------------------------------------------------------------------
+
+
+class ParsingSink:
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        return "250 OK"
+
+
+async def sink_rate(replies: list[tuple[str, bytes]]) -> float:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(ParsingSink(), hostname="sink.bench.test"), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    seconds = await asyncio.to_thread(send_all, port, replies)
+    server.close()
+    return len(replies) / seconds
+
+
+# --- countersign --------------------------------------------------------------------------
+
+
+@dataclass
+class Clock:
+    """End of DATA and commit of the decision, per inbox row."""
+
+    received: dict[int, float] = field(default_factory=dict)
+    decided: dict[int, float] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def countersign_rate(
+    store: Store, config: Config, replies: list[tuple[str, bytes]], pace: float = 0.0
+) -> tuple[float, float, list[float], Clock]:
+    clock = Clock()
+    loop = asyncio.get_running_loop()
+
+    def receive(store: Store, raw: bytes, **kwargs: Any) -> int | None:
+        data_end = time.perf_counter()  # handle_DATA hands over right after the final dot
+        stored = store_received(store, raw, **kwargs)
+        if stored is not None:
+            clock.received[stored] = data_end
+        return stored
+
+    def decided(item: Received, outcome: str) -> None:
+        clock.decided[item.id] = time.perf_counter()
+        clock.outcomes[outcome] = clock.outcomes.get(outcome, 0) + 1
+        if len(clock.decided) == len(replies):
+            loop.call_soon_threadsafe(clock.done.set)
+
+    mail_in = MailIn(store, config)
+    sweeper = Sweeper()
+    # As `serve` wires it (daemon.build_sweeper), with the timing hook added.
+    sweeper.add(
+        "inbox",
+        lambda: process_due(store, mail_in.policy, mail_in.read, on_outcome=decided),
+        config.sweep_every,
+    )
+    store.on_commit("inbox", lambda: sweeper.wake("inbox"))
+    sweeper.start()
+    server = await start_smtp(store, config, host="127.0.0.1", port=0, receive=receive)
+    port = server.sockets[0].getsockname()[1]
+    client_seconds = await asyncio.to_thread(send_all, port, replies, pace)
+    await asyncio.wait_for(clock.done.wait(), 300)
+    server.close()
+    sweeper.shutdown()
+    first = min(clock.received.values())
+    last = max(clock.decided.values())
+    latencies = [clock.decided[i] - clock.received[i] for i in clock.decided]
+    return len(replies) / (last - first), len(replies) / client_seconds, latencies, clock
+
+
+def accepted(store: Store) -> int:
+    with store.read() as session:
+        count = session.scalar(
+            select(func.count()).select_from(Validator).where(Validator.decision == "accept")
+        )
+        return int(count or 0)
+
+
+def main() -> None:
+    # Shutting the sweeper down between runs cancels its idle jobs: not worth a traceback.
+    logging.getLogger("apscheduler").setLevel(logging.CRITICAL)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replies", type=int, default=2000)
+    parser.add_argument("--paced", type=int, default=400, help="replies sent at --rate")
+    parser.add_argument("--rate", type=float, default=40.0, help="replies/s of the paced run")
+    args = parser.parse_args()
+    count = args.replies - args.replies % 2
+    paced_count = args.paced - args.paced % 2
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{tmp}/bench.db")
+        upgrade(store.engine)
+        config = Config(data_dir=tmp)
+        seed(store, count + paced_count)
+        replies = write_replies(store, config, count + paced_count)
+        flood, paced = replies[:count], replies[count:]
+        sink = asyncio.run(sink_rate(flood))
+        rate, acked, latencies, clock = asyncio.run(countersign_rate(store, config, flood))
+        _, _, calm, _ = asyncio.run(
+            countersign_rate(store, config, paced, pace=CONNECTIONS / args.rate)
+        )
+        decisions = accepted(store)
+        store.dispose()
+    quantiles = statistics.quantiles(latencies, n=100)
+    calm_quantiles = statistics.quantiles(calm, n=100)
+    print(f"replies:                          {count} (aiosmtplib, {CONNECTIONS} connections)")
+    print(f"bare aiosmtpd sink (parse only):  {sink:8.0f} msg/s")
+    print(f"countersign, 250 to the client:   {acked:8.0f} msg/s")
+    print(f"countersign, end to end:          {rate:8.0f} decisions/s (end of DATA to commit)")
+    print(f"ratio to the sink:                {rate / sink:8.2f} (target >= 0.40, >= 500/s)")
+    print(
+        f"latency end of DATA -> committed:  p50 {quantiles[49] * 1000:.0f} ms, "
+        f"p99 {quantiles[98] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
+    )
+    print(
+        f"latency at {args.rate:.0f} replies/s:         p50 {calm_quantiles[49] * 1000:.0f} ms, "
+        f"p99 {calm_quantiles[98] * 1000:.0f} ms ({paced_count} replies, not saturated)"
+    )
+    print(f"outcomes:                         {clock.outcomes}; validators accepted: {decisions}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Mail in, after it is stored: read each inbox message and hand it to the workflow.
+
+Both doors (SMTP, IMAP) store first and answer after; this is the one
+pipeline behind them.  gateway.reading says what a message is (bounce,
+automated, command); here its headers are also checked for the trusted
+server's DMARC verdict and for the notices of ours it replies to.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any
+
+import authres
+
+from config import Config
+from gateway import metrics
+from gateway.reading import read_message
+from store.db import Store
+from workflow.inbox import MailReading, Received, process_due
+from workflow.policy import Policy
+
+HEADER_BYTES = 256 * 1024  # the header block looked at; a longer one is cut, not parsed whole
+MAX_AUTH_RESULTS = 20
+MAX_REFERENCES = 20
+
+_DECISIONS = {"accepted": "accept", "declined": "decline"}
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_REFERENCE = re.compile(r"<([^<>\s]{1,250})>")
+
+
+@dataclass(frozen=True)
+class InboundSettings:
+    reply_local: str = "confirm"
+    mail_domain: str = "countersign.localhost"
+    trusted_authserv_id: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> InboundSettings:
+        return cls(
+            reply_local=config.mail.reply_local,
+            mail_domain=config.mail.domain,
+            trusted_authserv_id=config.inbound.trusted_authserv_id or None,
+        )
+
+
+def read_inbound(item: Received, settings: InboundSettings) -> MailReading:
+    """What one stored message says, and whether its sender is vouched for."""
+    reading = read_message(
+        item.raw,
+        recipients=item.recipients,
+        envelope_sender=item.envelope_from,
+        reply_local=settings.reply_local,
+        mail_domain=settings.mail_domain,
+    )
+    headers = header_block(item.raw)
+    return MailReading(
+        message_id=reading.message_id,
+        sender=reading.sender,
+        outcome=reading.outcome,
+        code=reading.code,
+        reason=reading.reason,
+        bounced_recipients=reading.bounced_recipients,
+        bounced_request=reading.bounced_request,
+        authenticated=dmarc_passed(headers, settings.trusted_authserv_id),
+        replied_to=our_references(headers, settings.mail_domain),
+    )
+
+
+def header_block(raw: bytes) -> Message:
+    """The headers alone (cheap: no MIME parse), for the two checks below."""
+    head = raw[:HEADER_BYTES]
+    end = _HEADER_END.search(head)
+    return BytesHeaderParser(policy=compat32).parsebytes(head[: end.start()] if end else head)
+
+
+def dmarc_passed(headers: Message, trusted: str | None) -> bool:
+    """True without a trusted server configured; else its topmost verdict must say dmarc=pass.
+
+    Only headers the trusted server wrote count.  Its topmost one is taken: a
+    sender can write an Authentication-Results of its own, but below it, since
+    the trusted server adds its header on top when the mail reaches it.
+    """
+    if trusted is None:
+        return True
+    for value in (headers.get_all("Authentication-Results") or [])[:MAX_AUTH_RESULTS]:
+        parsed = _auth_results(value)
+        if parsed is None or str(parsed.authserv_id).lower() != trusted.lower():
+            continue
+        return any(
+            str(result.method).lower() == "dmarc" and str(result.result).lower() == "pass"
+            for result in parsed.results
+        )
+    return False
+
+
+def _auth_results(value: object) -> Any:
+    """The parsed header, or None when it does not parse (then it vouches for nothing)."""
+    try:
+        return authres.AuthenticationResultsHeader.parse_value(_unfold(value))
+    except Exception:  # authres raises its own syntax errors, and worse on junk
+        return None
+
+
+def our_references(headers: Message, mail_domain: str) -> tuple[str, ...]:
+    """The Message-IDs of our own domain in In-Reply-To and References (as <id>)."""
+    suffix = "@" + mail_domain.lower()
+    found: list[str] = []
+    for name in ("In-Reply-To", "References"):
+        for value in (headers.get_all(name) or [])[:MAX_REFERENCES]:
+            for match in _REFERENCE.finditer(_unfold(value)[:20_000]):
+                if match.group(1).lower().endswith(suffix) and f"<{match.group(1)}>" not in found:
+                    found.append(f"<{match.group(1)}>")
+    return tuple(found[:MAX_REFERENCES])
+
+
+def _unfold(value: object) -> str:
+    return re.sub(r"\r?\n", " ", str(value))
+
+
+class MailIn:
+    """The "inbox" sweep: process what the doors stored, counting outcomes for /metrics."""
+
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.policy = Policy.from_config(config)
+        self.settings = InboundSettings.from_config(config)
+
+    def read(self, item: Received) -> MailReading:
+        return read_inbound(item, self.settings)
+
+    def process_due(self, now: datetime | None = None) -> int:
+        return process_due(self.store, self.policy, self.read, now, on_outcome=_count)
+
+
+def _count(item: Received, outcome: str) -> None:
+    metrics.count_mail_received(outcome)
+    if outcome in _DECISIONS:
+        metrics.count_command(_DECISIONS[outcome], item.channel)
+    elif outcome.startswith("refused:"):
+        metrics.count_command("invalid", item.channel)
+
+
+__all__: Sequence[str] = ["InboundSettings", "MailIn", "dmarc_passed", "read_inbound"]

@@ -1,0 +1,264 @@
+"""The link's web page: ``GET /confirm/{ID}`` shows, ``POST /confirm/{ID}`` acts.
+
+A GET (or HEAD) only reads: mail security scanners open every link, some
+run its scripts, so the page has no script and nothing happens until a
+person presses Accept or Decline.  The POST goes through the same
+`workflow.requests.decide` as mail, so the same rules and the same lock on
+bad codes hold.  The code itself is never logged nor echoed after use.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+
+from gateway import metrics
+from gateway.render import utc_datetime
+from rules.states import Decision, State
+from store.db import Store
+from templates import TEMPLATE_DIR
+from workflow import requests, throttle
+from workflow.errors import BadCode, NotFound
+from workflow.policy import Policy
+from workflow.views import request_json
+
+log = logging.getLogger("countersign.web")
+
+PAGE_DIR = TEMPLATE_DIR / "web"
+LANGUAGES = ("en", "fr")
+DEFAULT_LANGUAGE = "en"
+MAX_ID = 2**31 - 1  # the largest id every supported database can compare with
+
+# Why nothing happened -> HTTP status of the page that says so.
+_FAILURE_STATUS = {"closed": 409, "expired": 409, "used": 409, "locked": 429}
+
+
+def page_environment() -> jinja2.Environment:
+    """Pages only: autoescaped, and a missing value is an error, not a blank."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(PAGE_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    env.filters["utc"] = utc_datetime
+    return env
+
+
+def preferred_language(header: str | None) -> str:
+    """The supported language an ``Accept-Language`` header likes best."""
+    best, best_q = DEFAULT_LANGUAGE, 0.0
+    for part in (header or "").split(","):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        name, _, value = params.strip().partition("=")
+        if name.strip() == "q":
+            try:
+                q = float(value)
+            except ValueError:
+                q = 0.0
+        base = tag.strip().lower().split("-")[0]
+        if base in LANGUAGES and q > best_q:
+            best, best_q = base, q
+    return best
+
+
+def parse_id(text: str) -> int | None:
+    """A request id from the path, or None when it cannot name one."""
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        return None
+    value = int(text)
+    return value if 0 < value <= MAX_ID else None
+
+
+@dataclass(frozen=True)
+class Sight:
+    """What one look at a request with one code finds (a read, nothing written)."""
+
+    exists: bool
+    state: str | None = None
+    holder_language: str | None = None  # set when the code is usable on this request
+    request: dict[str, Any] | None = None  # shown only to a code holder
+
+
+def look(store: Store, request_id: int, token: str) -> Sight:
+    with store.read() as session:
+        try:
+            request = requests.load_request(session, request_id)
+        except NotFound:
+            return Sight(exists=False)
+        found = requests.find_code(session, token) if token else None
+        if found is None or found.request_id != request_id or found.decision is not None:
+            return Sight(exists=True, state=request.state)
+        return Sight(
+            exists=True,
+            state=request.state,
+            holder_language=found.account.language,
+            request=request_json(request),
+        )
+
+
+class Pages:
+    """Renders the pages; one per app, holding its store and policy."""
+
+    def __init__(self, store: Store, policy: Policy) -> None:
+        self.store = store
+        self.policy = policy
+        self.env = page_environment()
+
+    def render(self, name: str, language: str, status: int, **values: Any) -> HTMLResponse:
+        lang = language if language in LANGUAGES else DEFAULT_LANGUAGE
+        words = self.env.get_template(f"{lang}.j2").module
+        # "root" leads back from /confirm/{id} to the site root, keeping any proxy prefix.
+        html = self.env.get_template(name).render(lang=lang, w=words, root="../", **values)
+        return HTMLResponse(html, status_code=status)
+
+    def missing(self, request_id: object, language: str) -> HTMLResponse:
+        return self.render("missing.html.j2", language, 404, request_id=request_id)
+
+    def locked(self, request_id: int) -> bool:
+        """Whether too many bad codes were tried on this request lately (a read only)."""
+        try:
+            throttle.check_and_count(
+                self.store,
+                sender=None,
+                request_id=request_id,
+                now=requests.utcnow(),
+                limit=self.policy.bad_code_limit,
+                window=self.policy.bad_code_window,
+            )
+        except BadCode:
+            return True
+        return False
+
+    def show(self, request_id: int, token: str, accept_language: str | None) -> HTMLResponse:
+        # While locked the code is not even looked at: the page must not tell a guesser
+        # (by its details or its language) what the POST would refuse to check.
+        locked = self.locked(request_id)
+        sight = look(self.store, request_id, "" if locked else token)
+        language = sight.holder_language or preferred_language(accept_language)
+        if not sight.exists:
+            return self.missing(request_id, language)
+        usable = sight.request is not None
+        note = None if usable or not token else "invalid-link"
+        return self.render(
+            "confirm.html.j2",
+            language,
+            200,
+            request_id=request_id,
+            request=sight.request,
+            token=token if usable else "",
+            note="locked" if locked else note,
+        )
+
+    def act(
+        self, request_id: int, token: str, decision: str, accept_language: str | None
+    ) -> HTMLResponse:
+        locked = self.locked(request_id)
+        # Looked up before deciding: once used, the code no longer names its holder.
+        sight = look(self.store, request_id, "" if locked else token)
+        language = sight.holder_language or preferred_language(accept_language)
+        if not sight.exists:
+            return self.missing(request_id, language)
+        if locked:
+            metrics.count_command("invalid", "web")
+            return self.failure(request_id, language, "locked", sight.state, 429)
+        if not token:
+            return self.failure(request_id, language, "missing-code", sight.state, 400)
+        if decision not in {str(d) for d in Decision}:
+            return self.failure(request_id, language, "bad-decision", sight.state, 400)
+        return self.decide(request_id, token, Decision(decision), language)
+
+    def decide(
+        self, request_id: int, token: str, decision: Decision, language: str
+    ) -> HTMLResponse:
+        """The act itself, through the workflow mail uses, and its outcome page."""
+        try:
+            result = requests.decide(
+                self.store, token, decision, self.policy, request_id=request_id, via="web"
+            )
+        except BadCode as bad:
+            metrics.count_command("invalid", "web")
+            log.info("web answer to request %s changed nothing: %s", request_id, bad.code)
+            return self.failure(request_id, language, *self._why(request_id, bad.code))
+        metrics.count_command(str(decision), "web")
+        log.info("web: %s answered %s to request %s", result.account, decision, request_id)
+        return self.render(
+            "outcome.html.j2",
+            language,
+            200,
+            request_id=request_id,
+            success=True,
+            outcome=_outcome(decision, result.waiting_for),
+            request=result.request,
+            waiting=list(result.waiting_for),
+            state=result.request["state"],
+        )
+
+    def _why(self, request_id: int, code: str) -> tuple[str, str | None, int]:
+        """The reason to show, the request's state now, and the page's status."""
+        state = look(self.store, request_id, "").state
+        if code == "unknown-code" and state is not None and state != State.VALIDATING:
+            # Codes die when a request closes: say it is closed, not that the code is wrong.
+            code = "closed"
+        return code, state, _FAILURE_STATUS.get(code, 400)
+
+    def failure(
+        self, request_id: int, language: str, outcome: str, state: str | None, status: int
+    ) -> HTMLResponse:
+        return self.render(
+            "outcome.html.j2",
+            language,
+            status,
+            request_id=request_id,
+            success=False,
+            outcome=outcome,
+            request=None,
+            waiting=[],
+            state=state,
+        )
+
+
+def _outcome(decision: Decision, waiting_for: tuple[str, ...]) -> str:
+    if decision is Decision.DECLINE:
+        return "declined"
+    return "accepted-waiting" if waiting_for else "accepted-done"
+
+
+def page_router(pages: Pages) -> APIRouter:
+    """The routes of the page, left out of the API's OpenAPI document."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.api_route("/confirm/{request_id}", methods=["GET", "HEAD"])
+    def confirm_page(request: Request, request_id: str, token: str = "") -> Response:
+        number = parse_id(request_id)
+        language = request.headers.get("accept-language")
+        if number is None:
+            return pages.missing(request_id, preferred_language(language))
+        return pages.show(number, token.strip(), language)
+
+    @router.post("/confirm/{request_id}")
+    def confirm_act(
+        request: Request,
+        request_id: str,
+        token: str = Form(""),
+        decision: str = Form(""),
+    ) -> Response:
+        number = parse_id(request_id)
+        language = request.headers.get("accept-language")
+        if number is None:
+            return pages.missing(request_id, preferred_language(language))
+        return pages.act(number, token.strip(), decision, language)
+
+    @router.get("/static/countersign.css")
+    def stylesheet() -> FileResponse:
+        return FileResponse(PAGE_DIR / "countersign.css", media_type="text/css")
+
+    return router

@@ -1,0 +1,159 @@
+"""SMTP in: replies arrive here (aiosmtpd, on the daemon's own asyncio loop).
+
+A message is answered 250 only once it is stored in the inbox table; the
+reading and acting happen after, from there (gateway/mail_in.py), so a crash
+between the two loses nothing and a slow decision never holds a client.
+Storage that fails answers 451 (try again later), never a 500 that would
+make the sender give up or show it our internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from typing import Protocol
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from config import Config
+from store.db import Store
+from workflow.inbox import store_received
+
+log = logging.getLogger("countersign.smtp")
+
+SESSION_TIMEOUT = 120.0  # seconds a client may stay silent (aiosmtpd's default is 300)
+MAX_RECIPIENTS = 20
+# Commands per connection: enough for a relay that reuses its connection for
+# hundreds of replies, not enough for a client to loop on us forever.
+COMMAND_CALL_LIMIT = {"MAIL": 1000, "RCPT": 5000, "DATA": 1000, "RSET": 1000, "*": 20}
+# Local parts of our domain that take mail: the reply address (with or without
+# +CODE), our notices' envelope sender (bounces come back to it) and postmaster.
+ALWAYS_ACCEPTED = frozenset({"postmaster"})
+
+TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, try again later"
+
+
+class Receive(Protocol):
+    def __call__(
+        self,
+        store: Store,
+        raw: bytes,
+        *,
+        channel: str,
+        envelope_from: str | None,
+        recipients: Sequence[str],
+        now: datetime,
+    ) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """Which addresses are ours."""
+
+    domain: str
+    locals: frozenset[str]  # lowercased; each also takes "+anything"
+
+    @classmethod
+    def from_config(cls, config: Config) -> Mailbox:
+        bounce_local = parseaddr(config.mail_from)[1].rpartition("@")[0]
+        wanted = {config.mail.reply_local, bounce_local, *ALWAYS_ACCEPTED}
+        return cls(config.mail.domain.lower(), frozenset(w.lower() for w in wanted if w))
+
+    def accepts(self, address: str) -> bool:
+        local, at, domain = address.rpartition("@")
+        if not at or domain.lower() != self.domain:
+            return False
+        return local.partition("+")[0].lower() in self.locals
+
+
+class InboxHandler:
+    """aiosmtpd hooks: who may be written to, and the store-then-250 rule."""
+
+    def __init__(self, store: Store, mailbox: Mailbox, receive: Receive = store_received) -> None:
+        self.store = store
+        self.mailbox = mailbox
+        self.receive = receive
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if not self.mailbox.accepts(address):
+            return "550 5.1.1 No such mailbox here"
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        try:
+            stored = await asyncio.to_thread(
+                self.receive,
+                self.store,
+                bytes(raw),
+                channel="smtp",
+                envelope_from=envelope.mail_from,
+                recipients=list(envelope.rcpt_tos),
+                now=datetime.now(UTC),
+            )
+        except Exception:
+            # Answered here rather than raised: aiosmtpd would not reset the
+            # transaction after an exception, and the client's next MAIL would fail.
+            log.exception("could not store a message from %s", envelope.mail_from)
+            return TEMPORARY_FAILURE
+        return "250 2.0.0 OK" if stored is not None else "250 2.0.0 OK (already received)"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("SMTP session failed", exc_info=error)
+        return TEMPORARY_FAILURE
+
+
+def make_smtp(handler: InboxHandler, config: Config) -> SMTP:
+    return SMTP(
+        handler,
+        # Named, so aiosmtpd does not ask DNS for our name on every connection.
+        hostname=config.mail.domain,
+        ident="Countersign ESMTP",
+        data_size_limit=config.inbound.max_bytes,
+        enable_SMTPUTF8=True,
+        decode_data=False,
+        timeout=SESSION_TIMEOUT,
+        command_call_limit=COMMAND_CALL_LIMIT,
+    )
+
+
+async def start_smtp(
+    store: Store,
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    receive: Receive = store_received,
+) -> asyncio.Server:
+    """Listen on ``inbound.smtp_host:smtp_port`` on the running loop (no thread of its own)."""
+    handler = InboxHandler(store, Mailbox.from_config(config), receive)
+
+    def factory() -> SMTP:
+        return make_smtp(handler, config)
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        factory,
+        host=host if host is not None else config.inbound.smtp_host,
+        port=port if port is not None else config.inbound.smtp_port,
+    )
+    log.info("SMTP in listening on %s", ", ".join(_names(server)))
+    return server
+
+
+def _names(server: asyncio.Server) -> list[str]:
+    return [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets]

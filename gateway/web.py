@@ -1,0 +1,276 @@
+"""The web server: the link's page, the HTTP API, /healthz and /metrics, in one app
+served by uvicorn on the daemon's own asyncio loop.
+
+Every answer carries the same guard headers (no referrer, a strict CSP, no
+caching: a page may hold a code), and every error the same JSON shape.  The
+access log is ours: method, path and status, never the query string (the link
+carries the code in it) and never a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from sqlalchemy import text
+from starlette.exceptions import HTTPException
+
+from config import Config
+from gateway import metrics
+from gateway.api import Unauthorized, api_router
+from gateway.pages import Pages, page_router
+from rules.contacts import Refusal
+from store.db import Store
+from workflow.policy import Policy
+
+log = logging.getLogger("countersign.web")
+
+SECURITY_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    # No script at all; styles only from our own sheet; forms only back to us.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+# Refusal codes that are conflicts with the state of things, not bad input.
+_CONFLICTS = frozenset(
+    {
+        "already-open",
+        "closed",
+        "used",
+        "expired",
+        "account-exists",
+        "service-exists",
+        "contact-changed",
+    }
+)
+_CLASSES = {
+    400: "Client::BadRequest",
+    401: "Client::Unauthorized",
+    403: "Client::Forbidden",
+    404: "Client::NotFound",
+    405: "Client::MethodNotAllowed",
+    409: "Client::Conflict",
+    413: "Client::RequestEntityTooLarge",
+    415: "Client::UnsupportedMediaType",
+    422: "Client::ValidationError",
+    429: "Client::TooManyRequests",
+    500: "Server::InternalServerError",
+}
+
+
+def refusal_status(code: str) -> int:
+    if code in {"not-found", "unknown-service"}:
+        return 404
+    if code == "locked":
+        return 429
+    return 409 if code in _CONFLICTS else 400
+
+
+def error_response(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one error shape: OVHcloud's ``class`` and ``message``, and our ``code``."""
+    fallback = "Server::Error" if status >= 500 else "Client::Error"
+    body = {"class": _CLASSES.get(status, fallback), "message": message, "code": code}
+    return JSONResponse(
+        body,
+        status_code=status,
+        headers={**SECURITY_HEADERS, **(headers or {})},
+    )
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    # Where and what, never the value given: it may be a code.
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_refusal(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refusal)
+        return error_response(refusal_status(exc.code), exc.message, exc.code)
+
+    async def on_unauthorized(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Unauthorized)
+        return error_response(401, exc.message, "unauthorized", {"WWW-Authenticate": "Bearer"})
+
+    async def on_invalid(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(422, _validation_message(exc), "invalid")
+
+    async def on_http(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = "not-found" if exc.status_code == 404 else f"http-{exc.status_code}"
+        return error_response(exc.status_code, str(exc.detail), code, dict(exc.headers or {}))
+
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal error", "internal")
+
+    app.add_exception_handler(Refusal, on_refusal)
+    app.add_exception_handler(Unauthorized, on_unauthorized)
+    app.add_exception_handler(RequestValidationError, on_invalid)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(Exception, on_crash)
+
+
+def install_guard(app: FastAPI) -> None:
+    """Guard headers on every answer, and one access-log line without query or body."""
+
+    @app.middleware("http")
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.monotonic()
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        key = getattr(request.state, "api_key", None)
+        log.info(
+            "%s %s %d %.0fms%s",
+            request.method,
+            request.url.path,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+            f" key={key}" if key else "",
+        )
+        return response
+
+
+def store_answers(store: Store) -> bool:
+    try:
+        with store.read() as session:
+            session.execute(text("SELECT 1"))
+    except Exception:
+        log.warning("health: the store does not answer", exc_info=True)
+        return False
+    return True
+
+
+def install_operations(app: FastAPI, store: Store, health: Callable[[], bool]) -> None:
+    registry = metrics.make_registry(store)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> JSONResponse:
+        checks = {"store": store_answers(store), "loops": bool(health())}
+        status = 200 if all(checks.values()) else 503
+        return JSONResponse({"status": "ok" if status == 200 else "failing", **checks}, status)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(metrics.scrape(registry), media_type=metrics.CONTENT_TYPE_LATEST)
+
+
+def create_app(store: Store, config: Config, *, health: Callable[[], bool]) -> FastAPI:
+    """The whole web face of one daemon: page, API, health and metrics."""
+    policy = Policy.from_config(config)
+    app = FastAPI(
+        title="Countersign",
+        version="1",
+        summary="Email-confirmed contact changes for hosted services",
+        description=(
+            "Send a key from `api.keys` as `Authorization: Bearer KEY`. With no keys configured "
+            "every /v1 call answers 401. Errors: `{class, message, code}`."
+        ),
+        docs_url=None,  # the interactive docs load scripts from a CDN; the CSP forbids them
+        redoc_url=None,
+        generate_unique_id_function=lambda route: route.name,
+    )
+    install_error_handlers(app)
+    install_guard(app)
+    app.include_router(page_router(Pages(store, policy)))
+    app.include_router(api_router(store, policy, config.api.keys))
+    install_operations(app, store, health)
+    _check_unique_operations(app)
+    return app
+
+
+def _check_unique_operations(app: FastAPI) -> None:
+    names = [r.name for r in app.routes if isinstance(r, APIRoute) and r.include_in_schema]
+    assert len(names) == len(set(names)), "two API routes share an operation id"
+
+
+# --- serving --------------------------------------------------------------------------
+
+
+class WebServerError(RuntimeError):
+    """The web server could not start or stopped by itself."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the daemon owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class _NoAccessLog(logging.Filter):
+    """uvicorn's access line holds the query string, i.e. the code of a link.
+
+    ``access_log=False`` only unhooks the logger's handlers and propagation, which
+    any later logging configuration can undo; a filter on the logger stays.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+_NO_ACCESS_LOG = _NoAccessLog()
+
+
+def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+    logging.getLogger("uvicorn.access").addFilter(_NO_ACCESS_LOG)  # once: same instance
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # the daemon's logging, not uvicorn's
+        access_log=False,  # uvicorn's would print the query string, i.e. the code
+        server_header=False,
+        lifespan="off",
+    )
+    return _Server(config)
+
+
+async def serve_web(app: FastAPI, host: str, port: int, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set; WebServerError if it cannot listen or dies early."""
+    server = make_server(app, host, port)
+    serving = asyncio.create_task(_serve(server, host, port), name="web")
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        server.should_exit = True  # finishes the requests in flight, then returns
+        stopping.cancel()
+    await serving
+    if not stop.is_set():
+        raise WebServerError(f"web server on {host}:{port} stopped by itself")
+
+
+async def _serve(server: uvicorn.Server, host: str, port: int) -> None:
+    try:
+        await server.serve()
+    except SystemExit:
+        # uvicorn exits the process when it cannot bind; the daemon decides instead.
+        raise WebServerError(f"web server cannot listen on {host}:{port}") from None
+
+
+__all__ = ["WebServerError", "create_app", "make_server", "serve_web"]

@@ -1,0 +1,528 @@
+"""The inbox: mail received over SMTP or IMAP, stored before it is acknowledged,
+processed after, by one pipeline for both doors.
+
+1. Storing deduplicates: one row per Message-ID (else per hash of the bytes),
+   so a message that arrives twice, or by both doors, is acted on once.
+2. Processing claims due rows in batches (``FOR UPDATE SKIP LOCKED``), has the
+   gateway read each one (bounce, automated, command: see gateway/reading.py),
+   and acts in one transaction per message: the decision, the answer, the
+   audit event and the row's new status commit together, so a crash can never
+   act on one message twice.
+3. A message whose processing fails three times is quarantined: kept, listed
+   by ``countersign inbox --failed``, retried on demand; the rest go on.
+
+Reading is the gateway's job (an import points down only): it is passed in as
+a ``Reader`` that turns a claimed row into a ``MailReading``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, defer
+
+from rules.states import Decision, State
+from store.db import Store, wake
+from store.models import Account, ChangeRequest, Event, InboxMessage, OutboxMessage, Validator
+from workflow.answers import answer
+from workflow.errors import BadCode, NotFound, Refusal
+from workflow.facts import normalize_email
+from workflow.policy import Policy
+from workflow.requests import DecisionResult, decide_in, find_code, utcnow
+from workflow.views import iso
+
+log = logging.getLogger("countersign.inbox")
+
+MAX_ATTEMPTS = 3
+BATCH = 20  # rows claimed per transaction; each holds a whole message in memory
+LEASE = timedelta(minutes=5)  # a claimed row is due again if its processor dies
+RETRY_AFTER = timedelta(seconds=30)  # times the attempt number
+HEADER_SCAN = 64 * 1024
+MAX_MESSAGE_ID = 250
+MAX_REFERENCES = 20
+DONE = {"accept": "accepted", "decline": "declined"}
+COMMANDS = frozenset(DONE)
+QUARANTINED = "quarantined"
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_MESSAGE_ID_HEADER = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+_BRACKETED_ID = re.compile(r"<([^<>\s]{1,250})>")
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+
+
+@dataclass(frozen=True)
+class Received:
+    """One claimed inbox row, as the reader needs it."""
+
+    id: int
+    channel: str  # smtp | imap
+    raw: bytes
+    recipients: tuple[str, ...]
+    envelope_from: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class MailReading:
+    """What the gateway read in one message."""
+
+    message_id: str
+    sender: str | None  # the From address, lowercased
+    outcome: str  # accept, decline, ambiguous, no-command, automated, bounce, malformed
+    code: str | None
+    reason: str
+    bounced_recipients: tuple[str, ...] = ()
+    bounced_request: int | None = None
+    # False when inbound.trusted_authserv_id is set and that server did not say dmarc=pass.
+    authenticated: bool = True
+    replied_to: tuple[str, ...] = ()  # Message-IDs of our own notices this mail answers
+
+
+Reader = Callable[[Received], MailReading]
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: str  # what became of the message, kept on its row and in the audit trail
+    request_id: int | None = None
+    answered: bool = False
+
+
+# --- storing -------------------------------------------------------------------------
+
+
+def message_key(raw: bytes) -> str:
+    """The Message-ID without <>, or "sha256:<hex>" of the bytes when there is no usable one.
+
+    The same rule as gateway.reading's, read from the header block only: this runs
+    before the 250 is given, where a full parse would cost too much.
+    """
+    head = raw[:HEADER_SCAN]
+    end = _HEADER_END.search(head)
+    match = _MESSAGE_ID_HEADER.search(head[: end.start()] if end else head)
+    if match is not None:
+        value = re.sub(r"\r?\n", "", match.group(1).decode("ascii", "replace"))
+        bracketed = _BRACKETED_ID.search(value)
+        value = bracketed.group(1) if bracketed else value.strip()
+        if value and len(value) <= MAX_MESSAGE_ID and _PRINTABLE.match(value):
+            return value
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def store_received(
+    store: Store,
+    raw: bytes,
+    *,
+    channel: str,
+    envelope_from: str | None,
+    recipients: Sequence[str],
+    now: datetime,
+) -> int | None:
+    """Store a received message durably; its inbox id, or None when it was already stored."""
+    with store.write() as session:
+        return insert_received(
+            session,
+            raw,
+            channel=channel,
+            envelope_from=envelope_from,
+            recipients=recipients,
+            now=now,
+        )
+
+
+def insert_received(
+    session: Session,
+    raw: bytes,
+    *,
+    channel: str,
+    envelope_from: str | None,
+    recipients: Sequence[str],
+    now: datetime,
+) -> int | None:
+    """store_received inside the caller's transaction (IMAP stores a batch with its cursor)."""
+    values: dict[str, Any] = {
+        "message_id": message_key(raw),
+        "channel": channel,
+        "envelope_from": envelope_from[:320] if envelope_from is not None else None,
+        "recipients": [r[:320] for r in recipients[:100]],
+        "raw": raw,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "received_at": now,
+    }
+    inserted: int | None = session.scalar(_insert_new(session, values))
+    if inserted is not None:
+        wake(session, "inbox")
+    return inserted
+
+
+def _insert_new(session: Session, values: dict[str, Any]) -> Any:
+    # ON CONFLICT DO NOTHING: a duplicate is acknowledged without a failed
+    # transaction (PostgreSQL aborts the whole transaction on an IntegrityError).
+    if session.get_bind().dialect.name == "postgresql":
+        pg = pg_insert(InboxMessage).values(values).on_conflict_do_nothing()
+        return pg.returning(InboxMessage.id)
+    lite = sqlite_insert(InboxMessage).values(values).on_conflict_do_nothing()
+    return lite.returning(InboxMessage.id)
+
+
+# --- processing ----------------------------------------------------------------------
+
+
+def process_due(
+    store: Store,
+    policy: Policy,
+    read: Reader,
+    now: datetime | None = None,
+    *,
+    on_outcome: Callable[[Received, str], None] | None = None,
+) -> int:
+    """Process one batch of due messages; how many were claimed (the sweeper runs it again)."""
+    claimed = claim_due(store, now or utcnow())
+    for item in claimed:
+        outcome = process_one(store, policy, read, item, now or utcnow())
+        if on_outcome is not None:
+            on_outcome(item, outcome)
+    return len(claimed)
+
+
+def claim_due(store: Store, now: datetime, limit: int = BATCH) -> list[Received]:
+    """Lease due rows; one that has already had every attempt is quarantined instead."""
+    with store.write() as session:
+        due = (
+            select(InboxMessage)
+            .where(
+                InboxMessage.status.in_(("pending", "processing")),
+                InboxMessage.next_attempt_at <= now,
+            )
+            .order_by(InboxMessage.next_attempt_at, InboxMessage.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claimed = []
+        for row in session.scalars(due):
+            if row.attempts >= MAX_ATTEMPTS:
+                # Its processor died every time (a crash, a kill): never try it again unasked.
+                _quarantine(row, "processing never finished")
+                continue
+            row.attempts += 1
+            row.status = "processing"
+            row.next_attempt_at = now + LEASE
+            claimed.append(_received(row))
+        return claimed
+
+
+def _received(row: InboxMessage) -> Received:
+    return Received(
+        id=row.id,
+        channel=row.channel,
+        raw=row.raw,
+        recipients=tuple(row.recipients or ()),
+        envelope_from=row.envelope_from,
+        attempts=row.attempts,
+    )
+
+
+def process_one(store: Store, policy: Policy, read: Reader, item: Received, now: datetime) -> str:
+    """Read one message and act on it in one transaction; a failure is retried, then quarantined."""
+    try:
+        reading = read(item)
+        with store.write() as session:
+            result = act(session, policy, item, reading, now)
+            session.execute(
+                update(InboxMessage)
+                .where(InboxMessage.id == item.id)
+                .values(status="done", outcome=result.outcome, processed_at=now)
+            )
+        return result.outcome
+    except Exception as error:
+        log.exception("inbox message %s: attempt %s failed", item.id, item.attempts)
+        return _failed(store, item, error, now)
+
+
+def _failed(store: Store, item: Received, error: Exception, now: datetime) -> str:
+    note = f"{type(error).__name__}: {error}"[:500]
+    with store.write() as session:
+        row = session.get(InboxMessage, item.id, with_for_update=True)
+        if row is None:
+            return "error"
+        if row.attempts >= MAX_ATTEMPTS:
+            _quarantine(row, note)
+            return QUARANTINED
+        row.status = "pending"
+        row.next_attempt_at = now + RETRY_AFTER * row.attempts
+        row.outcome = f"attempt {row.attempts} failed: {note}"
+        return "retry"
+
+
+def _quarantine(row: InboxMessage, note: str) -> None:
+    log.error("inbox message %s quarantined after %s attempts: %s", row.id, row.attempts, note)
+    row.status = QUARANTINED
+    row.outcome = f"quarantined after {row.attempts} attempts: {note}"[:2000]
+
+
+# --- acting ----------------------------------------------------------------------------
+
+
+def act(
+    session: Session, policy: Policy, item: Received, reading: MailReading, now: datetime
+) -> Result:
+    """What the message asks, done, and an audit event for whatever it was."""
+    if reading.outcome == "bounce":
+        result = _bounce(session, reading)
+    elif reading.outcome in COMMANDS:
+        result = _command(session, policy, item.channel, reading, now)
+    elif reading.outcome in ("ambiguous", "no-command"):
+        result = _unclear(session, policy, reading, now)
+    else:
+        # Automated or unreadable: recorded, never acted on nor answered.
+        result = Result(reading.outcome)
+    session.add(
+        Event(
+            request_id=result.request_id,
+            at=now,
+            kind="mail-in",
+            actor=reading.sender[:320] if reading.sender else None,
+            via=item.channel,
+            # Never the code: the audit trail is not a place for secrets.
+            detail={
+                "inbox": item.id,
+                "messageId": reading.message_id,
+                "read": reading.outcome,
+                "outcome": result.outcome,
+                "reason": reading.reason[:500],
+                "answered": result.answered,
+            },
+        )
+    )
+    return result
+
+
+def _command(
+    session: Session, policy: Policy, channel: str, reading: MailReading, now: datetime
+) -> Result:
+    thread = _thread(session, reading.replied_to)
+    if reading.sender is None and policy.require_sender_match:
+        return Result("refused:unknown-sender", thread)
+    if not reading.authenticated:
+        # A forgery as far as we can tell: nothing done, nobody told.
+        return Result("refused:unauthenticated", thread)
+    if reading.code is None:
+        return _answer_thread(session, policy, thread, reading, "no-code", now)
+    decided = decide_in(
+        session,
+        reading.code,
+        Decision(reading.outcome),
+        policy,
+        # A reply to one request's mail acts on that request only.
+        request_id=thread,
+        via=channel,
+        sender=reading.sender,
+        now=now,
+    )
+    if isinstance(decided, DecisionResult):
+        return Result(DONE[reading.outcome], int(decided.request["id"]))
+    return _refused(session, policy, decided, thread, reading, now)
+
+
+def _refused(
+    session: Session,
+    policy: Policy,
+    bad: BadCode,
+    thread: int | None,
+    reading: MailReading,
+    now: datetime,
+) -> Result:
+    outcome = f"refused:{bad.code}"
+    if bad.code in ("locked", "sender-mismatch"):
+        # A guesser or a forger: telling anyone would let them make us mail people.
+        return Result(outcome, thread)
+    if bad.account_id is None or bad.request_id is None:
+        answered = _answer_thread(session, policy, thread, reading, bad.code, now)
+        return Result(outcome, answered.request_id, answered.answered)
+    owner = session.get(Account, bad.account_id)
+    request = session.get(ChangeRequest, bad.request_id)
+    if owner is None or request is None or not _may_answer(owner, reading, policy):
+        return Result(outcome, bad.request_id)
+    sent = answer(
+        session, account=owner, request=request, reason=bad.code, now=now, domain=policy.mail_domain
+    )
+    return Result(outcome, bad.request_id, sent)
+
+
+def _unclear(session: Session, policy: Policy, reading: MailReading, now: datetime) -> Result:
+    """Ambiguous, or no command: nothing done; the code's owner is told why, if it asked."""
+    owner = find_code(session, reading.code) if reading.code is not None else None
+    if owner is None:
+        thread = _thread(session, reading.replied_to)
+        if reading.outcome == "no-command":
+            # A "thank you" on the thread, with no code: nothing to say.
+            return Result(reading.outcome, thread)
+        return _answer_thread(session, policy, thread, reading, reading.outcome, now)
+    if not _may_answer(owner.account, reading, policy):
+        return Result(reading.outcome, owner.request_id)
+    sent = answer(
+        session,
+        account=owner.account,
+        request=owner.request,
+        reason=reading.outcome,
+        now=now,
+        domain=policy.mail_domain,
+    )
+    return Result(reading.outcome, owner.request_id, sent)
+
+
+def _answer_thread(
+    session: Session,
+    policy: Policy,
+    thread_id: int | None,
+    reading: MailReading,
+    reason: str,
+    now: datetime,
+) -> Result:
+    """Answer through the request the mail replies to, when the sender is one of its validators.
+
+    For codes that no longer exist (used, replaced by a reminder, request closed):
+    the notice replied to tells whose request it was; the answer still goes only
+    to that validator's own account.
+    """
+    outcome = reason if reason in ("ambiguous", "no-command") else f"refused:{reason}"
+    thread = session.get(ChangeRequest, thread_id) if thread_id is not None else None
+    if thread is None:
+        return Result(outcome)
+    validator = next(
+        (v for v in thread.validators if _may_answer(v.account, reading, policy, strict=True)),
+        None,
+    )
+    if validator is None:
+        return Result(outcome, thread.id)
+    if thread.state != State.VALIDATING:
+        reason = "closed"
+    elif validator.decision is not None:
+        reason = "used"
+    sent = answer(
+        session,
+        account=validator.account,
+        request=thread,
+        reason=reason,
+        now=now,
+        domain=policy.mail_domain,
+    )
+    return Result(outcome, thread.id, sent)
+
+
+def _may_answer(
+    account: Account, reading: MailReading, policy: Policy, *, strict: bool = False
+) -> bool:
+    """Only mail that claims to come from the account itself gets it an answer.
+
+    ``strict``: the account is not known from a code but guessed from the thread,
+    so the From must match even when sender matching is off.
+    """
+    if not reading.authenticated:
+        return False
+    if not (policy.require_sender_match or strict):
+        return True
+    allowed = {account.email, normalize_email(account.mail_address)}
+    return reading.sender is not None and reading.sender in allowed
+
+
+def _thread(session: Session, replied_to: Sequence[str]) -> int | None:
+    """The request whose notice this mail replies to, when its references name exactly one."""
+    ids = [i for i in replied_to[:MAX_REFERENCES] if i]
+    if not ids:
+        return None
+    found = set(
+        session.scalars(
+            select(OutboxMessage.request_id).where(
+                OutboxMessage.message_id.in_(ids), OutboxMessage.request_id.is_not(None)
+            )
+        )
+    )
+    return found.pop() if len(found) == 1 else None
+
+
+def _bounce(session: Session, reading: MailReading) -> Result:
+    """Mark the validators whose mail bounced: `request show` tells the operator."""
+    failed = set(reading.bounced_recipients)
+    marked = _bounced_validators(session, reading.bounced_request, failed)
+    for validator in marked:
+        address = validator.account.mail_address
+        validator.delivery_error = f"mail to {address} bounced: {reading.reason}"[:2000]
+    requests = {v.request_id for v in marked}
+    return Result("bounce", requests.pop() if len(requests) == 1 else None)
+
+
+def _bounced_validators(
+    session: Session, request_id: int | None, failed: set[str]
+) -> list[Validator]:
+    if not failed:
+        return []
+    query = select(Validator).join(Account, Validator.account_id == Account.id)
+    if request_id is not None:
+        query = query.where(Validator.request_id == request_id)
+    else:
+        # A bounce that does not say which notice it returns: every open request
+        # waiting on that address is concerned.
+        query = query.join(ChangeRequest, Validator.request_id == ChangeRequest.id).where(
+            ChangeRequest.state == str(State.VALIDATING),
+            Account.email.in_(failed) | Account.contact_email.in_(failed),
+        )
+    return [
+        v
+        for v in session.scalars(query.limit(200))
+        if normalize_email(v.account.mail_address) in failed or v.account.email in failed
+    ]
+
+
+# --- the operator's view ----------------------------------------------------------------
+
+
+def inbox_json(row: InboxMessage) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "messageId": row.message_id,
+        "channel": row.channel,
+        "envelopeFrom": row.envelope_from,
+        "recipients": list(row.recipients or ()),
+        "status": row.status,
+        "attempts": row.attempts,
+        "outcome": row.outcome,
+        "received": iso(row.received_at),
+        "processed": iso(row.processed_at),
+    }
+
+
+def list_inbox(store: Store, *, failed: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest messages (newest first), or only the quarantined ones."""
+    with store.read() as session:
+        query = select(InboxMessage).options(defer(InboxMessage.raw))
+        if failed:
+            query = query.where(InboxMessage.status == QUARANTINED)
+        rows = session.scalars(query.order_by(InboxMessage.id.desc()).limit(limit))
+        return [inbox_json(row) for row in rows]
+
+
+def retry(store: Store, inbox_id: int, *, now: datetime | None = None) -> dict[str, Any]:
+    """Give a quarantined message a fresh set of attempts."""
+    with store.write() as session:
+        row = session.get(InboxMessage, inbox_id, with_for_update=True)
+        if row is None:
+            raise NotFound("inbox message", inbox_id)
+        if row.status != QUARANTINED:
+            raise Refusal("not-quarantined", f"inbox message {inbox_id} is {row.status}")
+        row.status = "pending"
+        row.attempts = 0
+        row.next_attempt_at = now or utcnow()
+        wake(session, "inbox")
+        return inbox_json(row)
