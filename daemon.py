@@ -11,27 +11,19 @@ import asyncio
 import functools
 import json
 import logging
-import signal
 import sys
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import Config, ConfigError, load_config
-from gateway.delivery import Deliverer
-from gateway.imap_in import start_imap
-from gateway.mail_in import MailIn
-from gateway.smtp_in import start_smtp
-from gateway.web import create_app, serve_web
 from rules.contacts import ContactType, Refusal
 from rules.states import Decision, State
-from scheduler.sweeper import Sweeper
 from store.db import Store
 from store.migrate import is_current, upgrade
-from workflow import directory, importer, inbox, requests, sweeps
+from workflow import directory, importer, inbox, requests
 from workflow.policy import Policy
 
 log = logging.getLogger("countersign")
@@ -454,96 +446,20 @@ def inbox_retry(app: App, inbox_id: int, as_json: bool) -> None:
     emit(as_json, shown, lambda: [f"inbox message {inbox_id} will be processed again"])
 
 
-# --- serve ---------------------------------------------------------------------------
-
-
-def build_sweeper(store: Store, config: Config) -> Sweeper:
-    policy = Policy.from_config(config)
-    sweeper = Sweeper()
-    every = config.sweep_every
-    sweeper.add("apply", lambda: sweeps.apply_ready(store, policy), every)
-    sweeper.add("expire", lambda: sweeps.expire_due(store, policy), every)
-    sweeper.add("remind", lambda: sweeps.remind_due(store, policy), every)
-    sweeper.add("outbox", Deliverer(store, config).deliver_due, every)
-    sweeper.add("inbox", MailIn(store, config).process_due, every)
-    store.on_commit("apply", lambda: sweeper.wake("apply"))
-    store.on_commit("outbox", lambda: sweeper.wake("outbox"))
-    store.on_commit("inbox", lambda: sweeper.wake("inbox"))
-    return sweeper
-
-
-def start_web(
-    store: Store, config: Config, sweeper: Sweeper, stop: asyncio.Event
-) -> asyncio.Task[None]:
-    """The link's page, the API, /healthz and /metrics; a web server that dies stops the daemon."""
-    app = create_app(store, config, health=lambda: bool(sweeper.scheduler.running))
-    web = asyncio.create_task(serve_web(app, config.web.host, config.web.port, stop), name="web")
-    web.add_done_callback(lambda _: stop.set())
-    return web
-
-
-async def listen_smtp(store: Store, config: Config) -> asyncio.Server:
-    """SMTP in, on this loop; a port that cannot be had stops the daemon with one line."""
-    try:
-        return await start_smtp(store, config)
-    except OSError as error:
-        where = f"{config.inbound.smtp_host}:{config.inbound.smtp_port}"
-        fail(f"SMTP in: cannot listen on {where}: {error.strerror or error}")
-
-
-async def run_daemon(config: Config, stop: asyncio.Event) -> None:
-    """Everything on one asyncio loop until ``stop`` is set."""
-    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-    store = Store(config.database_url)
-    await asyncio.to_thread(upgrade, store.engine)
-    smtp = await listen_smtp(store, config)
-    sweeper = build_sweeper(store, config)
-    sweeper.start()
-    imap = start_imap(store, config)
-    web = start_web(store, config, sweeper, stop)
-    log.info("countersign serving (database %s)", store.engine.url.render_as_string())
-    try:
-        await stop.wait()
-    finally:
-        log.info("stopping")
-        stop.set()  # the web server stops on it too, after the requests in flight
-        await asyncio.wait({web})
-        smtp.close()
-        if imap is not None:
-            await asyncio.to_thread(imap.stop)
-        sweeper.shutdown()
-        store.dispose()
-    if not web.cancelled() and web.exception() is not None:
-        fail(str(web.exception()))
-
-
-async def serve_until_signalled(config: Config) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await run_daemon(config, stop)
-
-
 @cli.command("serve")
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 @pass_app
 @acts
 def serve(app: App, verbose: bool) -> None:
     """Run the daemon (Ctrl-C or SIGTERM stops it cleanly)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:
-        # APScheduler logs every run of every job at INFO: a line a second per sweep.
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    # flufl.bounce logs at ERROR whenever one of its detectors trips on odd mail;
-    # reading.py already treats that mail as automated, so it is noise here.
-    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
-    # aiosmtpd logs every SMTP command at INFO: lines by the thousand under load.
-    logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose else logging.WARNING)
-    asyncio.run(serve_until_signalled(app.config))
+    # Imported here: the servers and their libraries cost every other command ~0.7 s.
+    from runtime import StartupError, configure_logging, serve_until_signalled
+
+    configure_logging(verbose)
+    try:
+        asyncio.run(serve_until_signalled(app.config))
+    except StartupError as error:
+        fail(str(error))
 
 
 # --- entry point -------------------------------------------------------------------

@@ -195,7 +195,7 @@ async def countersign_rate(
 
     mail_in = MailIn(store, config)
     sweeper = Sweeper()
-    # As `serve` wires it (daemon.build_sweeper), with the timing hook added.
+    # As `serve` wires it (runtime.build_sweeper), with the timing hook added.
     sweeper.add(
         "inbox",
         lambda: process_due(store, mail_in.policy, mail_in.read, on_outcome=decided),
