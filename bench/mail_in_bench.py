@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +51,7 @@ from store.db import Store
 from store.migrate import upgrade
 from store.models import Validator
 from workflow.importer import import_lines
-from workflow.inbox import Received, process_due, store_received
+from workflow.inbox import Arrival, Received, process_due, store_many
 from workflow.outbox import claim_due
 from workflow.policy import Policy
 from workflow.requests import change_contacts
@@ -180,15 +181,16 @@ async def countersign_rate(
     clock = Clock()
     loop = asyncio.get_running_loop()
 
-    def receive(store: Store, raw: bytes, **kwargs: Any) -> int | None:
-        data_end = time.perf_counter()  # handle_DATA hands over right after the final dot
-        stored = store_received(store, raw, **kwargs)
-        if stored is not None:
-            clock.received[stored] = data_end
+    def receive_many(store: Store, arrivals: Sequence[Arrival]) -> list[int | None]:
+        stored = store_many(store, arrivals)
+        for arrival, inbox_id in zip(arrivals, stored, strict=True):
+            if inbox_id is not None:
+                # handle_DATA stamps each arrival right after the final dot.
+                clock.received[inbox_id] = arrival.now.timestamp()
         return stored
 
     def decided(item: Received, outcome: str) -> None:
-        clock.decided[item.id] = time.perf_counter()
+        clock.decided[item.id] = time.time()
         clock.outcomes[outcome] = clock.outcomes.get(outcome, 0) + 1
         if len(clock.decided) == len(replies):
             loop.call_soon_threadsafe(clock.done.set)
@@ -203,7 +205,7 @@ async def countersign_rate(
     )
     store.on_commit("inbox", lambda: sweeper.wake("inbox"))
     sweeper.start()
-    server = await start_smtp(store, config, host="127.0.0.1", port=0, receive=receive)
+    server = await start_smtp(store, config, host="127.0.0.1", port=0, receive_many=receive_many)
     port = server.sockets[0].getsockname()[1]
     client_seconds = await asyncio.to_thread(send_all, port, replies, pace)
     await asyncio.wait_for(clock.done.wait(), 300)

@@ -5,23 +5,26 @@ reading and acting happen after, from there (gateway/mail_in.py), so a crash
 between the two loses nothing and a slow decision never holds a client.
 Storage that fails answers 451 (try again later), never a 500 that would
 make the sender give up or show it our internals.
+
+Messages that arrive while a write is under way are stored together in the
+next one (group commit, see Intake): each is still committed before its 250.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from config import Config
 from store.db import Store
-from workflow.inbox import store_received
+from workflow.inbox import Arrival, store_many, store_received
 
 log = logging.getLogger("countersign.smtp")
 
@@ -35,6 +38,7 @@ COMMAND_CALL_LIMIT = {"MAIL": 1000, "RCPT": 5000, "DATA": 1000, "RSET": 1000, "*
 ALWAYS_ACCEPTED = frozenset({"postmaster"})
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, try again later"
+MAX_GROUP = 64  # messages per intake transaction: bounds what one failure retries alone
 
 
 class Receive(Protocol):
@@ -70,13 +74,96 @@ class Mailbox:
         return local.partition("+")[0].lower() in self.locals
 
 
+ReceiveMany: TypeAlias = Callable[[Store, Sequence[Arrival]], list[int | None]]
+Stored: TypeAlias = int | Exception | None  # one arrival's inbox id, duplicate, or failure
+
+
+class Intake:
+    """Group commit: messages that arrive while a write runs are stored together in the next.
+
+    The first message of a quiet moment is written at once (no waiting for
+    company); under load, every session waiting on the write in flight joins the
+    following one, so one commit serves many 250s.  The writes run in a worker
+    thread, one at a time (SQLite has a single writer anyway).
+    """
+
+    def __init__(self, store: Store, receive_many: ReceiveMany, receive: Receive | None) -> None:
+        self.store = store
+        self.receive_many = receive_many
+        self.receive = receive  # given: each message stored on its own through it (a test hook)
+        self._waiting: list[tuple[Arrival, asyncio.Future[int | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def store_one(self, arrival: Arrival) -> int | None:
+        """Its inbox id once committed, None if it was already stored; raises on failure."""
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((arrival, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_all())
+        return await future
+
+    async def _write_all(self) -> None:
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+                try:
+                    results = await asyncio.to_thread(self._write, [a for a, _ in group])
+                except BaseException:  # cancelled (shutting down): nobody is left hanging
+                    for _, future in group + self._waiting:
+                        _settle(future, RuntimeError("SMTP intake stopped"))
+                    self._waiting = []
+                    raise
+                for (_, future), result in zip(group, results, strict=True):
+                    _settle(future, result)
+        finally:
+            self._writer = None
+
+    def _write(self, arrivals: list[Arrival]) -> list[Stored]:
+        if self.receive is None:
+            try:
+                return list(self.receive_many(self.store, arrivals))
+            except Exception:
+                # One bad message must not cost its neighbours a 451: each alone.
+                log.warning("storing %s messages together failed; one by one", len(arrivals))
+        return [self._write_alone(a) for a in arrivals]
+
+    def _write_alone(self, arrival: Arrival) -> Stored:
+        receive = self.receive or store_received
+        try:
+            return receive(
+                self.store,
+                arrival.raw,
+                channel=arrival.channel,
+                envelope_from=arrival.envelope_from,
+                recipients=arrival.recipients,
+                now=arrival.now,
+            )
+        except Exception as error:
+            return error
+
+
+def _settle(future: asyncio.Future[int | None], result: Stored) -> None:
+    if future.done():  # its session went away (cancelled); the message is stored all the same
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
 class InboxHandler:
     """aiosmtpd hooks: who may be written to, and the store-then-250 rule."""
 
-    def __init__(self, store: Store, mailbox: Mailbox, receive: Receive = store_received) -> None:
+    def __init__(
+        self,
+        store: Store,
+        mailbox: Mailbox,
+        receive: Receive | None = None,
+        receive_many: ReceiveMany = store_many,
+    ) -> None:
         self.store = store
         self.mailbox = mailbox
-        self.receive = receive
+        self.intake = Intake(store, receive_many, receive)
 
     async def handle_RCPT(
         self,
@@ -94,17 +181,15 @@ class InboxHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
+        arrival = Arrival(
+            raw=bytes(envelope.original_content or b""),
+            channel="smtp",
+            envelope_from=envelope.mail_from,
+            recipients=tuple(envelope.rcpt_tos),
+            now=datetime.now(UTC),
+        )
         try:
-            stored = await asyncio.to_thread(
-                self.receive,
-                self.store,
-                bytes(raw),
-                channel="smtp",
-                envelope_from=envelope.mail_from,
-                recipients=list(envelope.rcpt_tos),
-                now=datetime.now(UTC),
-            )
+            stored = await self.intake.store_one(arrival)
         except Exception:
             # Answered here rather than raised: aiosmtpd would not reset the
             # transaction after an exception, and the client's next MAIL would fail.
@@ -137,10 +222,15 @@ async def start_smtp(
     *,
     host: str | None = None,
     port: int | None = None,
-    receive: Receive = store_received,
+    receive: Receive | None = None,
+    receive_many: ReceiveMany = store_many,
 ) -> asyncio.Server:
-    """Listen on ``inbound.smtp_host:smtp_port`` on the running loop (no thread of its own)."""
-    handler = InboxHandler(store, Mailbox.from_config(config), receive)
+    """Listen on ``inbound.smtp_host:smtp_port`` on the running loop (no thread of its own).
+
+    ``receive_many`` stores a group of messages in one transaction; ``receive``,
+    when given, stores each message alone instead (tests use it to inject failures).
+    """
+    handler = InboxHandler(store, Mailbox.from_config(config), receive, receive_many)
 
     def factory() -> SMTP:
         return make_smtp(handler, config)

@@ -7,11 +7,13 @@ answers the contract names: 550 for other domains, 552 over the size limit,
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import email.utils
 import json
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from sqlalchemy import select
 
 from config import Config
 from gateway.mail_in import MailIn
-from gateway.smtp_in import start_smtp
+from gateway.smtp_in import Intake, start_smtp
 from rules.contacts import ContactType
 from store.db import Store
 from store.models import Account, Validator
@@ -30,7 +32,7 @@ from tests.mail_helpers import command_results, inbox_rows, mail_events, reply
 from workflow import requests
 from workflow.codes import hash_code
 from workflow.directory import add_service
-from workflow.inbox import message_key, store_received
+from workflow.inbox import Arrival, message_key, store_many, store_received
 from workflow.policy import Policy
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -222,3 +224,28 @@ def test_message_key_matches_the_reader(name: str) -> None:
     raw = (CORPUS / name).read_bytes()
     reading = read_message(raw, recipients=[], envelope_sender=None)
     assert message_key(raw) == reading.message_id
+
+
+async def test_intake_stores_concurrent_messages_together_and_a_failed_group_alone(
+    lite: Store,
+) -> None:
+    groups: list[int] = []
+
+    def fails_together(store: Store, arrivals: Sequence[Arrival]) -> list[int | None]:
+        groups.append(len(arrivals))
+        if len(arrivals) > 1:
+            raise RuntimeError("one bad message in the group")
+        return store_many(store, arrivals)
+
+    intake = Intake(lite, fails_together, None)
+    now = datetime.now(UTC)
+    arrivals = [
+        Arrival(reply(str(n), message_id=f"<group{n}@example.net>"), "smtp", None, (), now)
+        for n in (1, 2, 3, 3)  # the last one twice: stored once
+    ]
+    stored = await asyncio.gather(*(intake.store_one(a) for a in arrivals))
+    # Sessions waiting together are written together; the failed group is retried
+    # message by message, and each still gets its own answer.
+    assert groups == [4]
+    assert all(isinstance(i, int) for i in stored[:3]) and stored[3] is None
+    assert len(inbox_rows(lite)) == 3

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -139,6 +139,38 @@ def store_received(
         )
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """One message as a door received it, before it is stored."""
+
+    raw: bytes
+    channel: str
+    envelope_from: str | None
+    recipients: tuple[str, ...]
+    now: datetime
+
+
+def store_many(store: Store, arrivals: Sequence[Arrival]) -> list[int | None]:
+    """Store several messages in one transaction (group commit); store_received's answer for each.
+
+    One commit for many messages is what lets SMTP intake keep up: each commit
+    takes SQLite's write lock, which the inbox sweep holds most of the time.
+    A duplicate within the batch is stored once, like across batches.
+    """
+    with store.write() as session:
+        return [
+            insert_received(
+                session,
+                a.raw,
+                channel=a.channel,
+                envelope_from=a.envelope_from,
+                recipients=a.recipients,
+                now=a.now,
+            )
+            for a in arrivals
+        ]
+
+
 def insert_received(
     session: Session,
     raw: bytes,
@@ -189,11 +221,59 @@ def process_due(
 ) -> int:
     """Process one batch of due messages; how many were claimed (the sweeper runs it again)."""
     claimed = claim_due(store, now or utcnow())
-    for item in claimed:
-        outcome = process_one(store, policy, read, item, now or utcnow())
-        if on_outcome is not None:
+    outcomes = _process_together(store, policy, read, claimed, now or utcnow())
+    if outcomes is None:
+        outcomes = [process_one(store, policy, read, item, now or utcnow()) for item in claimed]
+    if on_outcome is not None:
+        for item, outcome in zip(claimed, outcomes, strict=True):
             on_outcome(item, outcome)
     return len(claimed)
+
+
+def _process_together(
+    store: Store, policy: Policy, read: Reader, claimed: Sequence[Received], now: datetime
+) -> list[str] | None:
+    """The whole batch in one transaction (one commit, not one per message), or None.
+
+    Each message still commits with its decision, answer, audit event and row
+    status; they just share the commit.  None when anything fails: the
+    transaction is rolled back whole and the caller goes one message at a time,
+    where a failure is counted against its own message only.
+    """
+    if not claimed:
+        return []
+    try:
+        readings = [read(item) for item in claimed]
+        with store.write() as session:
+            threads = _threads(session, [r.replied_to for r in readings])
+            return [
+                _act_and_close(session, policy, item, reading, now, threads)
+                for item, reading in zip(claimed, readings, strict=True)
+            ]
+    except Exception:
+        log.warning("a batch of %s inbox messages failed together; one by one", len(claimed))
+        return None
+
+
+def _act_and_close(
+    session: Session,
+    policy: Policy,
+    item: Received,
+    reading: MailReading,
+    now: datetime,
+    threads: Mapping[str, int] | None = None,
+) -> str:
+    """Act on one message and mark its row done, in the caller's transaction."""
+    result = act(session, policy, item, reading, now, threads)
+    session.execute(
+        update(InboxMessage)
+        .where(InboxMessage.id == item.id)
+        .values(status="done", outcome=result.outcome, processed_at=now)
+        # No inbox row is loaded in this session: nothing to bring up to date
+        # (the default scans the identity map, which a batch makes long).
+        .execution_options(synchronize_session=False)
+    )
+    return result.outcome
 
 
 def claim_due(store: Store, now: datetime, limit: int = BATCH) -> list[Received]:
@@ -238,13 +318,7 @@ def process_one(store: Store, policy: Policy, read: Reader, item: Received, now:
     try:
         reading = read(item)
         with store.write() as session:
-            result = act(session, policy, item, reading, now)
-            session.execute(
-                update(InboxMessage)
-                .where(InboxMessage.id == item.id)
-                .values(status="done", outcome=result.outcome, processed_at=now)
-            )
-        return result.outcome
+            return _act_and_close(session, policy, item, reading, now)
     except Exception as error:
         log.exception("inbox message %s: attempt %s failed", item.id, item.attempts)
         return _failed(store, item, error, now)
@@ -275,15 +349,24 @@ def _quarantine(row: InboxMessage, note: str) -> None:
 
 
 def act(
-    session: Session, policy: Policy, item: Received, reading: MailReading, now: datetime
+    session: Session,
+    policy: Policy,
+    item: Received,
+    reading: MailReading,
+    now: datetime,
+    threads: Mapping[str, int] | None = None,
 ) -> Result:
-    """What the message asks, done, and an audit event for whatever it was."""
+    """What the message asks, done, and an audit event for whatever it was.
+
+    ``threads``: our notices' Message-IDs -> request, looked up beforehand for a
+    whole batch (see _threads); None looks this message's up itself.
+    """
     if reading.outcome == "bounce":
         result = _bounce(session, reading)
     elif reading.outcome in COMMANDS:
-        result = _command(session, policy, item.channel, reading, now)
+        result = _command(session, policy, item.channel, reading, now, threads)
     elif reading.outcome in ("ambiguous", "no-command"):
-        result = _unclear(session, policy, reading, now)
+        result = _unclear(session, policy, reading, now, threads)
     else:
         # Automated or unreadable: recorded, never acted on nor answered.
         result = Result(reading.outcome)
@@ -309,9 +392,14 @@ def act(
 
 
 def _command(
-    session: Session, policy: Policy, channel: str, reading: MailReading, now: datetime
+    session: Session,
+    policy: Policy,
+    channel: str,
+    reading: MailReading,
+    now: datetime,
+    threads: Mapping[str, int] | None,
 ) -> Result:
-    thread = _thread(session, reading.replied_to)
+    thread = _thread(session, reading.replied_to, threads)
     if reading.sender is None and policy.require_sender_match:
         return Result("refused:unknown-sender", thread)
     if not reading.authenticated:
@@ -360,11 +448,17 @@ def _refused(
     return Result(outcome, bad.request_id, sent)
 
 
-def _unclear(session: Session, policy: Policy, reading: MailReading, now: datetime) -> Result:
+def _unclear(
+    session: Session,
+    policy: Policy,
+    reading: MailReading,
+    now: datetime,
+    threads: Mapping[str, int] | None,
+) -> Result:
     """Ambiguous, or no command: nothing done; the code's owner is told why, if it asked."""
     owner = find_code(session, reading.code) if reading.code is not None else None
     if owner is None:
-        thread = _thread(session, reading.replied_to)
+        thread = _thread(session, reading.replied_to, threads)
         if reading.outcome == "no-command":
             # A "thank you" on the thread, with no code: nothing to say.
             return Result(reading.outcome, thread)
@@ -437,19 +531,36 @@ def _may_answer(
     return reading.sender is not None and reading.sender in allowed
 
 
-def _thread(session: Session, replied_to: Sequence[str]) -> int | None:
+def _thread(
+    session: Session, replied_to: Sequence[str], threads: Mapping[str, int] | None = None
+) -> int | None:
     """The request whose notice this mail replies to, when its references name exactly one."""
-    ids = [i for i in replied_to[:MAX_REFERENCES] if i]
+    ids = _reference_ids(replied_to)
     if not ids:
         return None
-    found = set(
-        session.scalars(
-            select(OutboxMessage.request_id).where(
-                OutboxMessage.message_id.in_(ids), OutboxMessage.request_id.is_not(None)
-            )
+    known = threads if threads is not None else _threads(session, [ids])
+    found = {known[i] for i in ids if i in known}
+    return found.pop() if len(found) == 1 else None
+
+
+def _threads(session: Session, references: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Our notices among these Message-IDs -> their request, in one query for many messages.
+
+    Safe to look up ahead of acting: a notice's Message-ID and request never change.
+    """
+    ids = sorted({i for refs in references for i in _reference_ids(refs)})
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(OutboxMessage.message_id, OutboxMessage.request_id).where(
+            OutboxMessage.message_id.in_(ids), OutboxMessage.request_id.is_not(None)
         )
     )
-    return found.pop() if len(found) == 1 else None
+    return {message_id: request_id for message_id, request_id in rows if request_id is not None}
+
+
+def _reference_ids(replied_to: Sequence[str]) -> list[str]:
+    return [i for i in replied_to[:MAX_REFERENCES] if i]
 
 
 def _bounce(session: Session, reading: MailReading) -> Result:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from rules.contacts import ContactType, plan_change
 from rules.states import (
@@ -70,17 +70,29 @@ def record(
 
 def load_request(session: Session, request_id: int, *, lock: bool = False) -> ChangeRequest:
     """The request with its validators, locked for update when asked (PostgreSQL)."""
-    query = select(ChangeRequest).where(ChangeRequest.id == request_id)
-    if lock:
-        query = query.with_for_update(of=ChangeRequest)
-    # populate_existing: after waiting for the lock, see what the other writer committed.
-    # The validators' accounts come in one more query; the request's from/to/asking
-    # accounts are among them, so describing the request then costs no lazy loads.
-    query = query.options(
-        selectinload(ChangeRequest.validators).selectinload(Validator.account),
-        selectinload(ChangeRequest.service),
-    ).execution_options(populate_existing=True)
-    request = session.scalar(query)
+    if lock and session.get_bind().dialect.name != "sqlite":
+        # The lock first, on its own: a joined SELECT ... FOR UPDATE that waited
+        # re-reads only the locked row, and would return the validators as they
+        # were before the other writer's commit.  (SQLite's BEGIN IMMEDIATE
+        # already serializes writers.)
+        session.execute(
+            select(ChangeRequest.id).where(ChangeRequest.id == request_id).with_for_update()
+        )
+    # populate_existing: see what the other writer committed.  One joined query
+    # brings the validators, their accounts and the service (three selectin round
+    # trips cost more than a few repeated request columns); the request's
+    # from/to/asking accounts are among the validators' accounts, so describing
+    # the request then costs no lazy loads.
+    query = (
+        select(ChangeRequest)
+        .where(ChangeRequest.id == request_id)
+        .options(
+            joinedload(ChangeRequest.validators).joinedload(Validator.account, innerjoin=True),
+            joinedload(ChangeRequest.service, innerjoin=True),
+        )
+        .execution_options(populate_existing=True)
+    )
+    request = session.scalars(query).unique().one_or_none()
     if request is None:
         raise NotFound("request", request_id)
     return request
