@@ -22,6 +22,7 @@ from gateway.web import create_app, serve_web
 from scheduler.sweeper import Sweeper
 from store.db import Store
 from store.migrate import upgrade
+from store.watch import CommitWatcher
 from workflow import sweeps
 from workflow.policy import Policy
 
@@ -76,6 +77,8 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
     smtp = await listen_smtp(store, config)
     sweeper = build_sweeper(store, config)
     sweeper.start()
+    watcher = CommitWatcher(store)  # the command line's commits wake the sweeps too
+    watcher.start()
     imap = start_imap(store, config)
     web = start_web(store, config, sweeper, stop)
     log.info("countersign serving (database %s)", store.engine.url.render_as_string())
@@ -88,6 +91,7 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
         smtp.close()
         if imap is not None:
             await asyncio.to_thread(imap.stop)
+        await asyncio.to_thread(watcher.stop)
         sweeper.shutdown()
         store.dispose()
     if not web.cancelled() and web.exception() is not None:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,6 +56,17 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
 
 
+NOTIFY_CHANNEL = "countersign"
+
+
+def _notify(session: Session) -> None:
+    """Tell other processes' listeners (PostgreSQL delivers a NOTIFY only on commit)."""
+    for topic in session.info.get(WAKE, ()):
+        session.execute(
+            text("SELECT pg_notify(:channel, :topic)"), {"channel": NOTIFY_CHANNEL, "topic": topic}
+        )
+
+
 class Store:
     """The only way in: short write and read transactions, and commit hooks."""
 
@@ -76,18 +87,31 @@ class Store:
         self._sqlite_writer = threading.RLock() if self.dialect == "sqlite" else None
 
     def on_commit(self, topic: str, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after every commit that woke ``topic`` (it must be thread-safe)."""
+        """Call ``listener`` after every commit that woke ``topic`` (it must be thread-safe).
+
+        Commits of this process call it directly; those of other processes (the
+        command line, another daemon) reach it through store.watch.CommitWatcher.
+        """
         with self._lock:
             self._listeners.setdefault(topic, []).append(listener)
+
+    def fire(self, topic: str | None = None) -> None:
+        """Run the listeners of ``topic``, or of every topic when it is not known."""
+        with self._lock:
+            topics = [topic] if topic is not None else list(self._listeners)
+            listeners = [fn for name in topics for fn in self._listeners.get(name, ())]
+        for listener in listeners:
+            listener()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self._write_turn(), self._writer() as session, session.begin():
             yield session
+            if self.dialect == "postgresql":
+                _notify(session)
         for topic in session.info.get(WAKE, ()):
-            for listener in list(self._listeners.get(topic, ())):
-                listener()
+            self.fire(topic)
 
     @contextmanager
     def _write_turn(self) -> Iterator[None]:
