@@ -17,7 +17,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parseaddr
 from typing import Protocol, TypeAlias
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -35,7 +34,6 @@ MAX_RECIPIENTS = 20
 COMMAND_CALL_LIMIT = {"MAIL": 1000, "RCPT": 5000, "DATA": 1000, "RSET": 1000, "*": 20}
 # Local parts of our domain that take mail: the reply address (with or without
 # +CODE), our notices' envelope sender (bounces come back to it) and postmaster.
-ALWAYS_ACCEPTED = frozenset({"postmaster"})
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, try again later"
 MAX_GROUP = 64  # messages per intake transaction: bounds what one failure retries alone
@@ -56,22 +54,21 @@ class Receive(Protocol):
 
 @dataclass(frozen=True)
 class Mailbox:
-    """Which addresses are ours."""
+    """Which addresses are ours: every address at the mail domain (the contract's rule).
+
+    Replies come to ``confirm+CODE@``, bounces to the ``mail.from`` address, and
+    people write to whatever they see; the pipeline reads them all the same way.
+    """
 
     domain: str
-    locals: frozenset[str]  # lowercased; each also takes "+anything"
 
     @classmethod
     def from_config(cls, config: Config) -> Mailbox:
-        bounce_local = parseaddr(config.mail_from)[1].rpartition("@")[0]
-        wanted = {config.mail.reply_local, bounce_local, *ALWAYS_ACCEPTED}
-        return cls(config.mail.domain.lower(), frozenset(w.lower() for w in wanted if w))
+        return cls(config.mail.domain.lower())
 
     def accepts(self, address: str) -> bool:
         local, at, domain = address.rpartition("@")
-        if not at or domain.lower() != self.domain:
-            return False
-        return local.partition("+")[0].lower() in self.locals
+        return bool(at and local) and domain.lower() == self.domain
 
 
 ReceiveMany: TypeAlias = Callable[[Store, Sequence[Arrival]], list[int | None]]
