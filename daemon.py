@@ -22,7 +22,7 @@ from config import Config, ConfigError, load_config
 from rules.contacts import ContactType, Refusal
 from rules.states import Decision, State
 from store.db import Store
-from store.migrate import is_current, upgrade
+from store.migrate import current_revision, is_current, upgrade
 from workflow import directory, importer, inbox, requests
 from workflow.policy import Policy
 
@@ -148,12 +148,17 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@json_option
 @pass_app
 @acts
-def db_upgrade(app: App) -> None:
+def db_upgrade(app: App, as_json: bool) -> None:
     """Apply the migrations the database does not have yet."""
-    upgrade(app.store(migrate=False).engine)
-    click.echo("database is up to date")
+    engine = app.store(migrate=False).engine
+    before = current_revision(engine)
+    upgrade(engine)
+    after = current_revision(engine)
+    done = {"revision": after, "previousRevision": before, "upgraded": before != after}
+    emit(as_json, done, lambda: [f"database is up to date (revision {after})"])
 
 
 # --- accounts and services ---------------------------------------------------------
@@ -465,10 +470,35 @@ def serve(app: App, verbose: bool) -> None:
 # --- entry point -------------------------------------------------------------------
 
 
+def hoist_config(argv: list[str]) -> list[str]:
+    """``--config PATH`` belongs to the group; accept it after the subcommand too.
+
+    ``countersign serve --config prod.toml`` reads as naturally as
+    ``countersign --config prod.toml serve``; click only takes the second.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            rest += [arg, *args]
+        elif arg == "--config":
+            value = next(args, None)
+            if value is None:
+                raise click.UsageError("Option '--config' requires an argument.")
+            front += [arg, value]
+        elif arg.startswith("--config="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's errors become one line on stderr (2 for usage)."""
     try:
-        cli.main(args=argv, prog_name="countersign", standalone_mode=False)
+        args = hoist_config(sys.argv[1:] if argv is None else argv)
+        cli.main(args=args, prog_name="countersign", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as error:
         # A bare `countersign` or `countersign account`: one line, not the help folded into one.
         path = error.ctx.command_path if error.ctx else "countersign"

@@ -388,3 +388,33 @@ def test_fresh_directory_runs_without_any_config_and_db_upgrade_is_idempotent(
         upgraded = cli.ok("db", "upgrade")
         assert upgraded.stdout.strip(), "db upgrade says what it did"
         assert upgraded.stderr == ""
+
+
+def test_config_is_taken_before_or_after_the_command(tmp_path: Path) -> None:
+    cli = Cli(tmp_path, clean_env())
+    (tmp_path / "other.toml").write_text('data_dir = "elsewhere"\n', encoding="utf-8")
+    cli.ok("account", "add", "a@example.com", "--zone", "EU", "--config", "other.toml")
+    for args in (
+        ("account", "list", "--json", "--config", "other.toml"),
+        ("account", "list", "--json", "--config=other.toml"),
+        ("--config", "other.toml", "account", "list", "--json"),
+    ):
+        result = cli.run(*args)
+        assert result.code == 0, str(result)
+        assert [a["account"] for a in result.json] == ["a@example.com"]
+    assert (tmp_path / "elsewhere" / "countersign.db").exists()
+    assert not (tmp_path / "var").exists()
+    missing = cli.run("account", "list", "--config")
+    assert (missing.code, len(missing.stderr_lines)) == (2, 1)
+
+
+def test_db_upgrade_prints_json(tmp_path: Path) -> None:
+    cli = Cli(tmp_path, clean_env())
+    first = cli.json("db", "upgrade")
+    assert first["upgraded"] is True and first["previousRevision"] is None
+    again = cli.json("db", "upgrade")
+    assert again == {
+        "revision": first["revision"],
+        "previousRevision": first["revision"],
+        "upgraded": False,
+    }
