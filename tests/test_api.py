@@ -338,10 +338,8 @@ def test_accept_and_refuse(
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["validators"][0]["decision"] == "accept"
     assert accepted.json()["validators"][0]["via"] == "api"
-    # The same code again: it was single use.
-    error(
-        client.post(f"/v1/contactChange/{task}/accept", json={"token": admin}), 400, "unknown-code"
-    )
+    # The same code again: it was single use, and says so.
+    error(client.post(f"/v1/contactChange/{task}/accept", json={"token": admin}), 409, "used")
     refused = client.post(
         f"/v1/contactChange/{task}/refuse", json={"token": mailbox.latest("new@example.com").code}
     )
@@ -366,9 +364,7 @@ def test_decision_errors(client: TestClient, mailbox: Mailbox) -> None:
         == 200
     )
     # A closed request's codes are dead.
-    error(
-        client.post(f"/v1/contactChange/{task}/accept", json={"token": code}), 400, "unknown-code"
-    )
+    error(client.post(f"/v1/contactChange/{task}/accept", json={"token": code}), 409, "closed")
 
 
 def test_bad_codes_lock_the_request(client: TestClient, mailbox: Mailbox, world: Store) -> None:

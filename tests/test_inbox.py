@@ -134,8 +134,19 @@ def test_used_code_changes_nothing_and_says_so(
 ) -> None:
     assert receive(world, policy, admin_reply(world, request_id), t0) == "accepted"
     again = admin_reply(world, request_id, first_line="Decline")
-    assert receive(world, policy, again, t0) == "refused:unknown-code"
+    assert receive(world, policy, again, t0) == "refused:used"
     assert decisions(world, request_id)["admin@example.com"] == ("accept", "smtp")
+    assert command_results(world) == [("admin@example.com", "used")]
+
+
+def test_used_code_without_thread_headers_is_still_answered_to_its_owner(
+    world: Store, policy: Policy, t0: datetime, request_id: int
+) -> None:
+    code = codes(world, request_id)["admin@example.com"]
+    assert receive(world, policy, reply(code, request_id=request_id), t0) == "accepted"
+    # A bare second reply: no In-Reply-To, no References, just the code in the address.
+    again = reply(code, request_id=request_id, first_line="Decline", message_id="<again@x.test>")
+    assert receive(world, policy, again, t0) == "refused:used"
     assert command_results(world) == [("admin@example.com", "used")]
 
 

@@ -221,7 +221,9 @@ def test_a_code_works_once(world: Store, policy: Policy, t0: datetime) -> None:
     requests.decide(world, code, ACCEPT, policy, request_id=made["id"], now=t0)
     with pytest.raises(BadCode) as caught:
         requests.decide(world, code, DECLINE, policy, request_id=made["id"], now=t0)
-    assert caught.value.code == "unknown-code"
+    # Known as used, with its owner: a mailed reuse is answered to that account.
+    assert (caught.value.code, caught.value.account_id) == ("used", caught.value.account_id)
+    assert caught.value.account_id is not None
     assert requests.show(world, made["id"])["validators"][0]["decision"] == "accept"
 
 

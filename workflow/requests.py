@@ -139,13 +139,14 @@ def finish(
     policy: Policy,
     **detail: Any,
 ) -> None:
-    """Move to a final state: codes die, and everyone concerned is told."""
+    """Move to a final state, when it ended, and tell everyone concerned.
+
+    The codes die with the state (_check_usable refuses them as "closed"); their
+    hashes stay so that a late reply is answered to the code's owner.
+    """
     move(session, request, final, now, **detail)
-    if final is State.DONE:
-        request.date_done = now
+    request.date_done = now
     request.next_reminder_at = None
-    for validator in request.validators:
-        validator.code_hash = None
     validators = [v.account.email for v in request.validators]
     accounts = {v.account.email: v.account for v in request.validators}
     accounts[request.from_account.email] = request.from_account
@@ -317,7 +318,8 @@ def _decide(
     validator.decision = str(decision)
     validator.decided_at = now
     validator.via = via
-    validator.code_hash = None  # single use
+    # Single use: the decision is set, so _check_usable refuses the code as "used"
+    # from now on; its hash stays so that the owner is told, not treated as a stranger.
     record(session, str(decision), now, request=request, actor=validator.account.email, via=via)
     _after_decision(session, request, validator, now, policy)
     waiting = tuple(v.account.email for v in request.validators if v.decision is None)
@@ -368,8 +370,6 @@ def _after_decision(
         move(session, request, State.CHECK_VALIDITY, now)
         wake(session, "apply")
         request.next_reminder_at = None
-        for other in request.validators:
-            other.code_hash = None
     else:
         queue_notice(
             session,
