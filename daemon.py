@@ -164,24 +164,39 @@ def db_upgrade(app: App, as_json: bool) -> None:
 # --- accounts and services ---------------------------------------------------------
 
 
-def account_options(function: F) -> F:
-    for option in reversed(
-        [
-            click.option("--zone", help="EU, CA, US, ..."),
-            click.option("--contact-email", help="Where mail goes (default: the primary email)."),
-            click.option("--language", type=click.Choice(directory.LANGUAGES)),
-            click.option(
-                "--payment-method/--no-payment-method",
-                "payment_method",
-                default=None,
-                help="Whether the account has a valid payment method.",
-            ),
-            click.option("--balance-due", metavar="AMOUNT", help="Outstanding amount, e.g. 12.50."),
-            json_option,
-        ]
-    ):
-        function = option(function)
-    return function
+def account_options(*, zone_required: bool) -> Callable[[F], F]:
+    """The options `account add` and `account update` share; add needs a zone."""
+
+    def decorate(function: F) -> F:
+        for option in _account_options(zone_required):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def _account_options(zone_required: bool) -> list[Callable[[F], F]]:
+    return list(
+        reversed(
+            [
+                click.option("--zone", required=zone_required, help="EU, CA, US, ..."),
+                click.option(
+                    "--contact-email", help="Where mail goes (default: the primary email)."
+                ),
+                click.option("--language", type=click.Choice(directory.LANGUAGES)),
+                click.option(
+                    "--payment-method/--no-payment-method",
+                    "payment_method",
+                    default=None,
+                    help="Whether the account has a valid payment method.",
+                ),
+                click.option(
+                    "--balance-due", metavar="AMOUNT", help="Outstanding amount, e.g. 12.50."
+                ),
+                json_option,
+            ]
+        )
+    )
 
 
 def account_changes(**options: Any) -> directory.AccountChanges:
@@ -202,24 +217,27 @@ def account() -> None:
 
 @account.command("add")
 @click.argument("email")
-@account_options
+@account_options(zone_required=True)
 @pass_app
 @acts
 def account_add(app: App, /, email: str, as_json: bool, **options: Any) -> None:
     """Add an account identified by its primary EMAIL."""
-    if options.get("zone") is None:
-        raise click.UsageError("Missing option '--zone'.")
     made = directory.add_account(app.store(), email, account_changes(**options))
     emit(as_json, made, lambda: [f"added {describe_account(made)}"])
 
 
 @account.command("update")
 @click.argument("email")
-@account_options
+@account_options(zone_required=False)
 @pass_app
 @acts
 def account_update(app: App, /, email: str, as_json: bool, **options: Any) -> None:
     """Change an account's zone, contact email, language or payment status."""
+    if all(value is None for value in options.values()):
+        raise click.UsageError(
+            "Nothing to update: give --zone, --contact-email, --language,"
+            " --payment-method/--no-payment-method or --balance-due."
+        )
     changed = directory.update_account(app.store(), email, account_changes(**options))
     emit(as_json, changed, lambda: [f"updated {describe_account(changed)}"])
 

@@ -418,3 +418,11 @@ def test_db_upgrade_prints_json(tmp_path: Path) -> None:
         "previousRevision": first["revision"],
         "upgraded": False,
     }
+
+
+def test_account_update_with_nothing_to_change_is_a_usage_error(tmp_path: Path) -> None:
+    cli = Cli(tmp_path, clean_env())
+    cli.ok("account", "add", "a@example.com", "--zone", "EU")
+    nothing = cli.run("account", "update", "a@example.com")
+    assert (nothing.code, len(nothing.stderr_lines)) == (2, 1)
+    assert "Nothing to update" in nothing.stderr
