@@ -3,13 +3,17 @@
 Both figures come from one run against the same local SMTP sink (aiosmtpd
 that discards, in its own process so it has the other core):
 
-  raw       pre-rendered messages sent with aiosmtplib over the same number of
-            connections the daemon uses: the ceiling set by the sink and the
-            SMTP client alone;
+  raw       the same notices, rendered beforehand, sent by the daemon's own
+            SMTP transport (same client code, same connections): the ceiling
+            set by the sink and the SMTP client alone;
   pipeline  outbox rows made by the workflow (SQLite), then claimed, rendered,
             composed, sent and marked sent by the real Deliverer.
 
-Usage: python bench/mail_out_bench.py [--notices 4000]
+Each round runs both, one after the other; between rounds the outbox rows are
+put back as they were (pending, with their codes). The machine is shared, so
+compare the figures of one round (the ratio), and look at several rounds.
+
+Usage: python bench/mail_out_bench.py [--notices 4000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import asyncio
 import multiprocessing
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -26,11 +31,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiosmtplib
 from sqlalchemy import text
 
 from config import Config, OutboundConfig
-from gateway.delivery import CONNECTIONS, Deliverer, MailSettings, compose
+from gateway.delivery import (
+    BATCH,
+    CONNECTIONS,
+    Deliverer,
+    MailSettings,
+    Ready,
+    SmtpTransport,
+    compose_all,
+)
 from rules.contacts import ContactType
 from store.db import Store
 from store.migrate import upgrade
@@ -46,7 +58,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_sink(port: int, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+def run_sink(port: int, ready: multiprocessing.synchronize.Event) -> None:
     from aiosmtpd.smtp import SMTP
 
     class Discard:
@@ -84,17 +96,14 @@ def make_outbox(store: Store, notices: int) -> None:
         )
 
 
-async def raw_rate(port: int, messages: list[bytes]) -> float:
-    async def lane(chunk: list[bytes]) -> None:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
-        await client.connect()
-        for data in chunk:
-            await client.sendmail("contacts@countersign.localhost", ["a@bench.test"], data)
-        await client.quit()
-
+async def raw_rate(config: Config, messages: list[Ready]) -> float:
+    transport = SmtpTransport(config, MailSettings.from_config(config).envelope_sender)
     started = time.perf_counter()
-    await asyncio.gather(*(lane(messages[i::CONNECTIONS]) for i in range(CONNECTIONS)))
-    return len(messages) / (time.perf_counter() - started)
+    outcomes = await transport.send(messages)
+    await transport.close()
+    elapsed = time.perf_counter() - started
+    assert all(outcome.error is None for outcome in outcomes), outcomes[:3]
+    return len(messages) / elapsed
 
 
 async def pipeline_rate(store: Store, config: Config, notices: int) -> float:
@@ -108,20 +117,36 @@ async def pipeline_rate(store: Store, config: Config, notices: int) -> float:
     return sent / elapsed
 
 
-def prerendered(store: Store, config: Config, count: int) -> list[bytes]:
-    """The same kind of notice, rendered ahead (from a throwaway copy of the outbox)."""
-    settings = MailSettings.from_config(config)
+def prerendered(store: Store, config: Config, count: int) -> list[Ready]:
+    """The same notices, rendered ahead (the rows are given back for the pipeline run)."""
     envelopes = claim_due(store, datetime.now(UTC), count)
-    with store.engine.begin() as connection:  # give the rows back for the pipeline run
+    ready, broken = compose_all(envelopes, MailSettings.from_config(config))
+    assert not broken, broken
+    return ready
+
+
+def saved_codes(store: Store) -> list[dict[str, object]]:
+    with store.engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, code FROM outbox")).all()
+    return [{"id": row.id, "code": row.code} for row in rows]
+
+
+def reset_outbox(store: Store, codes: list[dict[str, object]]) -> None:
+    """Every row due again, as the workflow left it (delivery erased the codes)."""
+    with store.engine.begin() as connection:
         connection.execute(
-            text("UPDATE outbox SET status = 'pending', next_attempt_at = created_at")
+            text(
+                "UPDATE outbox SET status = 'pending', next_attempt_at = created_at,"
+                " sent_at = NULL, attempts = 0, code = :code WHERE id = :id"
+            ),
+            codes,
         )
-    return [compose(e, settings).as_bytes() for e in envelopes]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notices", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     notices = args.notices - args.notices % 2
 
@@ -130,22 +155,29 @@ def main() -> None:
     sink = multiprocessing.Process(target=run_sink, args=(port, ready), daemon=True)
     sink.start()
     ready.wait(10)
+    print(f"notices: {notices}, {CONNECTIONS} SMTP connections, batches of {BATCH}")
+    ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db")
         upgrade(store.engine)
         make_outbox(store, notices)
+        codes = saved_codes(store)
         config = Config(
             data_dir=tmp, outbound=OutboundConfig(smtp_host="127.0.0.1", smtp_port=port)
         )
-        messages = prerendered(store, config, notices)
-        raw = asyncio.run(raw_rate(port, messages))
-        full = asyncio.run(pipeline_rate(store, config, notices))
+        for round_ in range(1, args.rounds + 1):
+            reset_outbox(store, codes)
+            raw = asyncio.run(raw_rate(config, prerendered(store, config, notices)))
+            reset_outbox(store, codes)
+            full = asyncio.run(pipeline_rate(store, config, notices))
+            ratios.append(full / raw)
+            print(
+                f"round {round_}: sink, pre-rendered {raw:6.0f} msg/s;"
+                f" countersign, outbox to sink {full:6.0f} notices/s; ratio {full / raw:.2f}"
+            )
         store.dispose()
     sink.terminate()
-    print(f"notices:                     {notices}")
-    print(f"sink, pre-rendered mail:     {raw:8.0f} msg/s ({CONNECTIONS} connections)")
-    print(f"countersign, outbox to sink: {full:8.0f} notices/s (claim, render, send, mark)")
-    print(f"ratio:                       {full / raw:8.2f} (target >= 0.50, and >= 500 notices/s)")
+    print(f"median ratio: {statistics.median(ratios):.2f} (target >= 0.50, and >= 500 notices/s)")
 
 
 if __name__ == "__main__":

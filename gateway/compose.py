@@ -11,13 +11,15 @@ import secrets
 from datetime import UTC, datetime
 from email import errors
 from email.charset import BASE64, QP, Charset
+from email.generator import BytesGenerator
 from email.header import Header
 from email.headerregistry import Address
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
-from email.policy import compat32
+from email.policy import Compat32
 from email.utils import format_datetime
+from io import BytesIO
 
 from gateway.render import RenderedNotice
 
@@ -38,9 +40,49 @@ def _utf8(encoding: int) -> Charset:
 _TEXT_UTF8 = _utf8(QP)
 _HTML_UTF8 = _utf8(BASE64)
 _UTF8_7BIT = _utf8(None)  # type: ignore[arg-type]  # None: 7bit, nothing to encode
-# Lines end in CRLF as on the wire; mailbox.Maildir stores them as the platform wants.
-_POLICY = compat32.clone(linesep="\r\n")
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+# RFC 5322 dot-atoms on both sides of the @: the stdlib parser takes such an
+# address as it is, so checked_address can skip that parser (~70 us) for them.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*")
+_NEWLINES = re.compile(r"\r\n|\r|\n")  # as email.generator splits a body into lines
+_FOLD_AT = 78  # RFC 5322's recommended line length, where compat32 folds headers
+
+
+class _Policy(Compat32):
+    """compat32, minus the cost of folding headers that need no folding.
+
+    compat32 runs every header through email.header.Header (~40 us each, a
+    third of flattening a notice). A one-line ASCII value that fits in 78
+    characters comes out of it unchanged, so it is written as it is.
+    """
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if (
+            isinstance(value, str)
+            and len(name) + len(value) + 2 <= _FOLD_AT
+            and value.isascii()
+            and "\r" not in value
+            and "\n" not in value
+        ):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+class _Generator(BytesGenerator):
+    """The stdlib's BytesGenerator writing a body in one piece instead of line by line."""
+
+    _NL: str  # the line end flatten() chose: set by the stdlib, untyped there
+
+    def _write_lines(self, lines: str) -> None:
+        # The same bytes as the stdlib's loop (a line break after every line but
+        # the last), without its two writes a line.
+        if lines:
+            self.write(self._NL.join(_NEWLINES.split(lines)))
+
+
+# Lines end in CRLF as on the wire; mailbox.Maildir stores them as the platform wants.
+_POLICY = _Policy(linesep="\r\n")
 
 
 def compose_notice(
@@ -77,9 +119,33 @@ def compose_notice(
     _set(msg, "X-Auto-Response-Suppress", "All")
     _set(msg, "X-Countersign-Request", str(request_id))
     _set(msg, "X-Countersign-Kind", kind)
-    msg.attach(_part(notice.text, "plain", _TEXT_UTF8))
-    msg.attach(_part(notice.html, "html", _HTML_UTF8))
+    parts = [_part(notice.text, "plain", _TEXT_UTF8), _part(notice.html, "html", _HTML_UTF8)]
+    for part in parts:
+        msg.attach(part)
+    # Chosen here: the stdlib would otherwise compile a regular expression per
+    # message to check that its boundary occurs in no part.
+    msg.set_boundary(_boundary([str(part.get_payload()) for part in parts]))
     return msg
+
+
+def as_bytes(msg: Message) -> bytes:
+    """``msg.as_bytes()``, byte for byte, in about half the time."""
+    buffer = BytesIO()
+    _Generator(buffer, mangle_from_=False, policy=msg.policy).flatten(msg)
+    return buffer.getvalue()
+
+
+def _boundary(payloads: list[str]) -> str:
+    """A multipart boundary found in none of the encoded parts.
+
+    Short enough (26 characters) for the Content-Type header to fit on one
+    line, which spares folding it; "=_" never occurs in quoted-printable or
+    base64, and 96 random bits nowhere else by chance.
+    """
+    while True:
+        boundary = f"=_{secrets.token_hex(12)}"
+        if not any(boundary in payload for payload in payloads):
+            return boundary
 
 
 def _part(body: str, subtype: str, utf8: Charset) -> MIMENonMultipart:
@@ -104,6 +170,8 @@ def checked_address(address: str) -> str:
     mail for one account must not go anywhere else.
     """
     candidate = address.strip()
+    if _PLAIN_ADDRESS.fullmatch(candidate) and len(candidate) <= _MAX_ADDRESS:
+        return candidate
     if _LINE_ENDS.search(candidate) or not candidate.isascii():
         # Non-ASCII would need SMTPUTF8, which policy.SMTP does not write.
         raise ValueError(f"not a plain ASCII address: {address!r}")
@@ -117,11 +185,12 @@ def checked_address(address: str) -> str:
 
 
 def _set(msg: Message, name: str, value: str) -> None:
-    """Set a header once, its value flattened to one line (no header injection).
+    """Set a header, its value flattened to one line (no header injection).
 
-    Non-ASCII values are written as RFC 2047 encoded words.
+    Non-ASCII values are written as RFC 2047 encoded words. compose_notice
+    sets each name once on a fresh message, so nothing needs deleting first
+    (``del msg[name]`` scans every header: a third of composing).
     """
-    del msg[name]
     flat = " ".join(_LINE_ENDS.sub(" ", value).split())
     if flat.isascii():
         msg[name] = flat

@@ -7,7 +7,7 @@ folder per language; this module only picks the templates and cleans the values.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -108,16 +108,51 @@ class _Words:
     address holding "<script>" would reach the HTML as is. Called from here,
     without the caller's escaping mode, a macro returns a plain str, which the
     HTML template then escapes like any other value.
+
+    One instance serves one notice. Its macros are pure, and the subject, text
+    and HTML ask for the same phrases (the contact types four times, the date
+    twice): each answer is kept for the notice, as Jinja macro calls are the
+    dearest part of rendering.
     """
 
     def __init__(self, module: TemplateModule) -> None:
         self._module = module
+        self._said: dict[object, str] = {}
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._module, name)
         if isinstance(value, Macro):
-            return lambda *args, **kwargs: str(value(*args, **kwargs))
+            value = self._plain(value)
+        setattr(self, name, value)  # found at once next time, without __getattr__
         return value
+
+    def _plain(self, macro: Macro) -> Any:
+        def call(*args: object, **kwargs: object) -> str:
+            key = None if kwargs else _key(macro.name, args)
+            if key is None:  # not worth keeping, or an argument that cannot be a key
+                return str(macro(*args, **kwargs))
+            said = self._said.get(key)
+            if said is None:
+                said = self._said[key] = str(macro(*args, **kwargs))
+            return said
+
+        return call
+
+
+def _key(name: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
+    """A key for a call whose arguments are strings or lists of them, as words.j2's are.
+
+    Types are checked exactly: Markup("x") is not taken for "x".
+    """
+    key: list[object] = [name]
+    for arg in args:
+        if arg is None or type(arg) is str:
+            key.append(arg)
+        elif type(arg) is list and all(type(item) is str for item in arg):
+            key.append(tuple(arg))
+        else:
+            return None
+    return tuple(key)
 
 
 def _subject(kind: str, request: Any, words: _Words) -> str:
@@ -139,12 +174,19 @@ def _clean_context(context: Mapping[str, object]) -> dict[str, object]:
 def _one_line(value: object) -> object:
     """The value with every string flattened to one line, through dicts and lists."""
     if isinstance(value, str):
+        if value.isprintable():  # every character either pattern matches is unprintable
+            return value
         return _BIDI_CONTROLS.sub("", _LINE_BREAKING.sub(" ", value))
     if isinstance(value, Mapping):
         return {key: _one_line(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_one_line(item) for item in value]
     return value
+
+
+def _label_width(rows: Iterable[tuple[str, object]]) -> int:
+    """The length of the longest label of (label, value) rows."""
+    return max(len(label) for label, _ in rows)
 
 
 def _environment() -> jinja2.Environment:
@@ -161,6 +203,8 @@ def _environment() -> jinja2.Environment:
         auto_reload=False,
     )
     env.filters["utc"] = utc_datetime
+    # What `map("first")|map("length")|max` gives, without a filter call per item.
+    env.filters["label_width"] = _label_width
     return env
 
 

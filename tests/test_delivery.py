@@ -12,14 +12,21 @@ import re
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email import policy as email_policy
-from email.message import EmailMessage
+from email.errors import HeaderParseError
+from email.generator import BytesGenerator
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text, update
 
 from config import Config, OutboundConfig
+from gateway import delivery
+from gateway.compose import as_bytes, checked_address, compose_notice
 from gateway.delivery import Deliverer
+from gateway.render import KINDS, RenderedNotice, render_notice
 from rules.contacts import ContactType
 from rules.states import Decision, NoticeKind
 from store.db import Store
@@ -359,3 +366,121 @@ async def test_a_lease_left_by_a_dead_daemon_is_taken_again(
     assert await deliverer.deliver_due() == 0
     await drain(deliverer, now() + timedelta(minutes=6))
     assert len(smtp_sink.messages) == 2
+
+
+# --- a pass of several batches ------------------------------------------------------------
+
+
+def ids_of(sink: SmtpSink) -> list[str]:
+    return sorted((m.message_id or "").strip("<>") for m in sink.messages)
+
+
+async def test_a_pass_sends_batch_after_batch_each_notice_once_over_kept_connections(
+    world: Store,
+    policy: Policy,
+    deliverer: Deliverer,
+    smtp_sink: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(delivery, "BATCH", 1)  # four batches: claimed while another is sent
+    change_tech(world, policy)
+    change_tech(world, policy, domain="example.com")
+    assert await deliverer.deliver_due() == 4
+    rows = outbox_rows(world)
+    assert ids_of(smtp_sink) == sorted(row.message_id.strip("<>") for row in rows)
+    assert all(row.status == "sent" and row.code is None for row in rows)
+    # One connection carried every batch of the pass (a batch of one needs no more).
+    assert len({m.peer for m in smtp_sink.messages}) == 1
+    assert await deliverer.deliver_due() == 0
+
+
+async def test_a_retry_within_a_pass_waits_for_its_time(
+    world: Store,
+    policy: Policy,
+    deliverer: Deliverer,
+    smtp_sink: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(delivery, "BATCH", 1)
+    change_tech(world, policy)
+    change_tech(world, policy, domain="example.com")
+    smtp_sink.fail_next("451 4.3.0 Try again later")
+    assert await deliverer.deliver_due() == 4  # the refused one is not claimed again
+    assert len(smtp_sink.messages) == 3
+    assert sorted(row.status for row in outbox_rows(world)) == ["pending", "sent", "sent", "sent"]
+    (waiting,) = [row for row in outbox_rows(world) if row.status == "pending"]
+    await drain(deliverer, waiting.next_attempt_at)
+    assert len(set(ids_of(smtp_sink))) == 4
+    assert waiting.message_id.strip("<>") in ids_of(smtp_sink)
+
+
+# --- fast composing, the stdlib's bytes ---------------------------------------------------
+
+
+def stdlib_bytes(msg: Message) -> bytes:
+    """What the stdlib's own compat32 generator writes for `msg`."""
+    buffer = BytesIO()
+    BytesGenerator(
+        buffer, mangle_from_=False, policy=email_policy.compat32.clone(linesep="\r\n")
+    ).flatten(msg)
+    return buffer.getvalue()
+
+
+SUBJECTS = [
+    "[Countersign #7] Contact change for example.com: your validation is needed",
+    "[Countersign #7] " + "word " * 40,
+    "[Countersign #7] Changement de contacts pour exemple.fr effectué — ✓",
+    "[Countersign #7] a;b,c\td  e" + "x" * 90,
+    "short",
+    "x " * 34 + "x",  # 78 characters with "Subject: ": the longest line written as it is
+    "x " * 35,
+]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_flattening_writes_what_the_stdlib_writes(kind: str) -> None:
+    request = {
+        "id": 7, "serviceDomain": "exemple.fr <b>", "contactTypes": ["contactTech"],
+        "fromAccount": "a@example.com", "toAccount": "b@example.org",
+        "askingAccount": "a@example.com", "state": "done", "dateRequest": None,
+        "dateDone": "2026-03-08T11:05:00Z", "expires": "2026-03-14T11:00:00Z",
+        "error": "boom", "validators": [{"account": "b@example.org", "decision": None}],
+    }  # fmt: skip
+    context = {
+        "request": request, "recipient": {"email": "a@example.com", "language": "fr"},
+        "code": "ABCDEFGH-IJKLMNOP-QRSTUVWX-YZ234567", "link": "http://x/confirm/7?token=A",
+        "reply_address": "confirm+A@countersign.localhost", "reason": "r", "public_url": "http://x",
+    }  # fmt: skip
+    for language in ("en", "fr"):
+        rendered = render_notice(kind, language, context)
+        for subject in [rendered.subject, *SUBJECTS]:
+            notice = RenderedNotice(subject, rendered.text, rendered.html + "é" * 600)
+            msg = compose_notice(
+                notice, kind=kind, request_id=7, to_address="a@example.com",
+                from_header="Countersign <contacts@countersign.localhost>",
+                message_id="<m@countersign.localhost>", reply_to="confirm+A@countersign.localhost",
+                thread_root="<r@countersign.localhost>",
+            )  # fmt: skip
+            assert as_bytes(msg) == stdlib_bytes(msg) == msg.as_bytes()
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "bob@example.org", " bob+tag@example.org ", "o'hara!#$%&*/=?^_`{|}~-@x.y",
+        "a.b.c@d.e.f", "a..b@example.com", ".a@example.com", "a.@example.com",
+        "a@b..c", "a@", "@b", "a@b@c", '"odd name"@example.org', "x" * 250 + "@example.com",
+        "x" * 242 + "@example.com",
+    ],
+)  # fmt: skip
+def test_plain_addresses_pass_as_the_stdlib_parser_would_have_them(address: str) -> None:
+    try:
+        parsed = Address(addr_spec=address.strip())
+        expected: str | None = parsed.addr_spec if len(parsed.addr_spec) <= 254 else None
+    except (ValueError, IndexError, HeaderParseError):
+        expected = None
+    try:
+        got: str | None = checked_address(address)
+    except ValueError:
+        got = None
+    assert got == expected
