@@ -107,6 +107,7 @@ def compose(envelope: Envelope, settings: MailSettings) -> Message:
         "link": f"{settings.public_url}/confirm/{request_id}?token={code}" if code else None,
         "reply_address": reply_address,
         "reason": envelope.context.get("reason"),
+        "reason_code": envelope.context.get("reason_code"),
         "public_url": settings.public_url,
     }
     notice = render_notice(envelope.kind, envelope.language, context)

@@ -284,3 +284,15 @@ def test_context_is_not_modified() -> None:
     before = copy.deepcopy(context)
     render_notice("confirm-request", "en", context)
     assert context == before
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("reason_code", ["ambiguous", "no-command", "no-code", "used", None])
+def test_command_result_advice_fits_the_reason(language: str, reason_code: str | None) -> None:
+    context = make_context() | {"reason_code": reason_code}
+    notice = render_notice("command-result", language, context)
+    how_to_reply = {"en": "the word ACCEPT", "fr": "le mot ACCEPTER"}[language]
+    explains = reason_code in ("ambiguous", "no-command", "no-code")
+    assert (how_to_reply in notice.text) is explains
+    assert (how_to_reply in notice.html) is explains
+    assert [line for line in all_lines(notice) if reads_as_command(line)] == []
