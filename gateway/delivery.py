@@ -161,7 +161,9 @@ class MaildirTransport:
         outcomes = []
         for notice in batch:
             try:
-                box.add(notice.data)  # written to tmp/, then renamed into new/
+                # Local mail files end lines in LF (CRLF is for the wire): grep,
+                # mutt and friends read them as text. Written to tmp/, renamed into new/.
+                box.add(notice.data.replace(b"\r\n", b"\n"))
                 outcomes.append(Outcome(notice.outbox_id))
             except OSError as error:
                 outcomes.append(Outcome(notice.outbox_id, f"cannot write to {self.path}: {error}"))

@@ -351,6 +351,10 @@ async def test_without_a_relay_mail_is_written_to_the_outbox_maildir(
     mails = [message_from_bytes(f.read_bytes(), policy=email_policy.default) for f in files]
     assert {m["X-Countersign-Kind"] for m in mails} == {"confirm-request"}  # type: ignore[index]
     assert all(row.code is None and row.status == "sent" for row in outbox_rows(world))
+    # Text files a person can grep: LF line ends, the code on a line of its own words.
+    raw = files[0].read_text(encoding="ascii", errors="replace")
+    assert "\r" not in raw
+    assert any(line.startswith("Your personal code: ") for line in raw.splitlines())
 
 
 async def test_a_lease_left_by_a_dead_daemon_is_taken_again(
