@@ -8,7 +8,7 @@ same Message-ID.  Rows are claimed ``FOR UPDATE SKIP LOCKED`` on PostgreSQL.
 
 from __future__ import annotations
 
-import random
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +25,8 @@ from workflow.views import request_json
 LEASE = timedelta(minutes=5)
 RETRY_CAP = timedelta(hours=1)
 JITTER = 0.2  # +-20%: retries of one outage do not all land in the same second
+# Not a secret, but the project draws all its randomness from the OS (as codes must).
+_JITTER_SOURCE = secrets.SystemRandom()
 
 
 # Everything request_json reads, loaded in a few IN queries per batch instead of
@@ -66,7 +68,7 @@ class RetryPolicy:
 def retry_delay(attempts: int, policy: RetryPolicy, rand: float | None = None) -> timedelta:
     """Exponential backoff from ``first_retry``, capped at an hour, with jitter."""
     base = min(policy.first_retry * (1 << max(attempts - 1, 0)), RETRY_CAP)
-    spread = (random.random() if rand is None else rand) * 2 - 1  # in [-1, 1)
+    spread = (_JITTER_SOURCE.random() if rand is None else rand) * 2 - 1  # in [-1, 1)
     return base * (1 + JITTER * spread)
 
 
