@@ -41,47 +41,23 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP
 from sqlalchemy import func, select
 
+from bench.seeding import seed_requests
 from config import Config
 from gateway.delivery import MailSettings, compose
 from gateway.mail_in import MailIn
 from gateway.smtp_in import start_smtp
-from rules.contacts import ContactType
 from scheduler.sweeper import Sweeper
 from store.db import Store
 from store.migrate import upgrade
 from store.models import Validator
-from workflow.importer import import_lines
 from workflow.inbox import Arrival, Received, process_due, store_many
 from workflow.outbox import claim_due
-from workflow.policy import Policy
-from workflow.requests import change_contacts
 
 CONNECTIONS = 8
 PER_CONNECTION = 500  # then reconnect: the server allows 1000 MAILs per session
 
 
 # --- the replies ---------------------------------------------------------------------
-
-
-def seed(store: Store, replies: int) -> None:
-    """replies/2 requests, each asking two validators."""
-    pairs = replies // 2
-    lines = [f'{{"account": "admin{i}@bench.test", "zone": "EU"}}' for i in range(pairs)]
-    lines += [f'{{"account": "new{i}@bench.test", "zone": "EU"}}' for i in range(pairs)]
-    lines += [
-        f'{{"service": "s{i}.bench.test", "contactAdmin": "admin{i}@bench.test", '
-        f'"contactTech": "admin{i}@bench.test", "contactBilling": "admin{i}@bench.test"}}'
-        for i in range(pairs)
-    ]
-    import_lines(store, lines)
-    for i in range(pairs):
-        change_contacts(
-            store,
-            f"s{i}.bench.test",
-            f"admin{i}@bench.test",
-            {ContactType.TECH: f"new{i}@bench.test"},
-            Policy(),
-        )
 
 
 def write_replies(store: Store, config: Config, count: int) -> list[tuple[str, bytes]]:
@@ -239,7 +215,7 @@ def main() -> None:
         store = Store(f"sqlite:///{tmp}/bench.db")
         upgrade(store.engine)
         config = Config(data_dir=tmp)
-        seed(store, count + paced_count)
+        seed_requests(store, count + paced_count)
         replies = write_replies(store, config, count + paced_count)
         flood, paced = replies[:count], replies[count:]
         sink = asyncio.run(sink_rate(flood))

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text
 
+from bench.seeding import seed_requests
 from config import Config, OutboundConfig
 from gateway.delivery import (
     BATCH,
@@ -43,13 +44,9 @@ from gateway.delivery import (
     SmtpTransport,
     compose_all,
 )
-from rules.contacts import ContactType
 from store.db import Store
 from store.migrate import upgrade
-from workflow.importer import import_lines
 from workflow.outbox import claim_due
-from workflow.policy import Policy
-from workflow.requests import change_contacts
 
 
 def free_port() -> int:
@@ -72,28 +69,6 @@ def run_sink(port: int, ready: multiprocessing.synchronize.Event) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
-
-
-def make_outbox(store: Store, notices: int) -> None:
-    """notices/2 requests, each mailing its two validators a confirm-request."""
-    services = notices // 2
-    lines = [f'{{"account": "admin{i}@bench.test", "zone": "EU"}}' for i in range(services)]
-    lines += [f'{{"account": "new{i}@bench.test", "zone": "EU"}}' for i in range(services)]
-    lines += [
-        f'{{"service": "s{i}.bench.test", "contactAdmin": "admin{i}@bench.test", '
-        f'"contactTech": "admin{i}@bench.test", "contactBilling": "admin{i}@bench.test"}}'
-        for i in range(services)
-    ]
-    import_lines(store, lines)
-    policy = Policy()
-    for i in range(services):
-        change_contacts(
-            store,
-            f"s{i}.bench.test",
-            f"admin{i}@bench.test",
-            {ContactType.TECH: f"new{i}@bench.test"},
-            policy,
-        )
 
 
 async def raw_rate(config: Config, messages: list[Ready]) -> float:
@@ -160,7 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db")
         upgrade(store.engine)
-        make_outbox(store, notices)
+        seed_requests(store, notices)
         codes = saved_codes(store)
         config = Config(
             data_dir=tmp, outbound=OutboundConfig(smtp_host="127.0.0.1", smtp_port=port)

@@ -14,6 +14,7 @@ from rules.contacts import ContactType, Refusal
 from rules.states import Decision
 from store.db import Store
 from store.models import Base, Event, OutboxMessage, Service
+from tests.mail_helpers import codes as latest_codes
 from workflow import requests, sweeps
 from workflow.codes import normalize_code
 from workflow.directory import AccountChanges, update_account
@@ -22,17 +23,6 @@ from workflow.policy import Policy
 
 ACCEPT, DECLINE = Decision.ACCEPT, Decision.DECLINE
 TECH, BILLING = ContactType.TECH, ContactType.BILLING
-
-
-def latest_codes(store: Store, request_id: int) -> dict[str, str]:
-    """Each validator's newest code, read from the outbox rows that carry them."""
-    with store.read() as session:
-        rows = session.scalars(
-            select(OutboxMessage)
-            .where(OutboxMessage.request_id == request_id, OutboxMessage.code.is_not(None))
-            .order_by(OutboxMessage.id)
-        )
-        return {row.account.email: str(row.code) for row in rows}
 
 
 def notices(store: Store, request_id: int) -> list[tuple[str, str]]:
