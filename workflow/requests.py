@@ -82,12 +82,14 @@ def load_request(session: Session, request_id: int, *, lock: bool = False) -> Ch
     # brings the validators, their accounts and the service (three selectin round
     # trips cost more than a few repeated request columns); the request's
     # from/to/asking accounts are among the validators' accounts, so describing
-    # the request then costs no lazy loads.
+    # the request then costs no lazy loads.  The validators' accounts are joined
+    # outer, not inner: an inner join nested in the outer one makes SQLite
+    # materialize every validator with its account, a scan per decision.
     query = (
         select(ChangeRequest)
         .where(ChangeRequest.id == request_id)
         .options(
-            joinedload(ChangeRequest.validators).joinedload(Validator.account, innerjoin=True),
+            joinedload(ChangeRequest.validators).joinedload(Validator.account),
             joinedload(ChangeRequest.service, innerjoin=True),
         )
         .execution_options(populate_existing=True)
