@@ -32,12 +32,13 @@ from sqlalchemy.orm import Session, defer
 
 from rules.states import Decision, State
 from store.db import Store, wake
-from store.models import Account, ChangeRequest, Event, InboxMessage, OutboxMessage, Validator
+from store.models import Account, Base, ChangeRequest, Event, InboxMessage, OutboxMessage, Validator
+from workflow import throttle
 from workflow.answers import answer
 from workflow.errors import BadCode, NotFound, Refusal
 from workflow.facts import normalize_email
 from workflow.policy import Policy
-from workflow.requests import DecisionResult, decide_in, find_code, utcnow
+from workflow.requests import DecisionResult, decide_in, find_code, prepare_decisions, utcnow
 from workflow.views import iso
 
 log = logging.getLogger("countersign.inbox")
@@ -158,17 +159,7 @@ def store_many(store: Store, arrivals: Sequence[Arrival]) -> list[int | None]:
     A duplicate within the batch is stored once, like across batches.
     """
     with store.write() as session:
-        return [
-            insert_received(
-                session,
-                a.raw,
-                channel=a.channel,
-                envelope_from=a.envelope_from,
-                recipients=a.recipients,
-                now=a.now,
-            )
-            for a in arrivals
-        ]
+        return insert_many(session, arrivals)
 
 
 def insert_received(
@@ -181,31 +172,48 @@ def insert_received(
     now: datetime,
 ) -> int | None:
     """store_received inside the caller's transaction (IMAP stores a batch with its cursor)."""
-    values: dict[str, Any] = {
-        "message_id": message_key(raw),
-        "channel": channel,
-        "envelope_from": envelope_from[:320] if envelope_from is not None else None,
-        "recipients": [r[:320] for r in recipients[:100]],
-        "raw": raw,
+    arrival = Arrival(raw, channel, envelope_from, tuple(recipients), now)
+    return insert_many(session, [arrival])[0]
+
+
+def insert_many(session: Session, arrivals: Sequence[Arrival]) -> list[int | None]:
+    """Insert the new ones in one statement; each arrival's inbox id, None for a duplicate."""
+    if not arrivals:
+        return []
+    rows = [_row(a) for a in arrivals]
+    # (message_id, id) of each row inserted
+    inserted: dict[str, int] = {m: i for m, i in session.execute(_insert_new(session), rows)}
+    if inserted:
+        wake(session, "inbox")
+    # A Message-ID twice in one group: the first is the one stored, the second a duplicate.
+    return [inserted.pop(row["message_id"], None) for row in rows]
+
+
+def _row(arrival: Arrival) -> dict[str, Any]:
+    return {
+        "message_id": message_key(arrival.raw),
+        "channel": arrival.channel,
+        "envelope_from": arrival.envelope_from[:320] if arrival.envelope_from is not None else None,
+        "recipients": [r[:320] for r in arrival.recipients[:100]],
+        "raw": arrival.raw,
         "status": "pending",
         "attempts": 0,
-        "next_attempt_at": now,
-        "received_at": now,
+        "next_attempt_at": arrival.now,
+        "received_at": arrival.now,
     }
-    inserted: int | None = session.scalar(_insert_new(session, values))
-    if inserted is not None:
-        wake(session, "inbox")
-    return inserted
 
 
-def _insert_new(session: Session, values: dict[str, Any]) -> Any:
+def _insert_new(session: Session) -> Any:
     # ON CONFLICT DO NOTHING: a duplicate is acknowledged without a failed
     # transaction (PostgreSQL aborts the whole transaction on an IntegrityError).
+    # RETURNING the Message-ID too: with rows skipped, the ids returned no longer
+    # line up with the rows given.
+    table = Base.metadata.tables[InboxMessage.__tablename__]
     if session.get_bind().dialect.name == "postgresql":
-        pg = pg_insert(InboxMessage).values(values).on_conflict_do_nothing()
-        return pg.returning(InboxMessage.id)
-    lite = sqlite_insert(InboxMessage).values(values).on_conflict_do_nothing()
-    return lite.returning(InboxMessage.id)
+        pg = pg_insert(table).on_conflict_do_nothing()
+        return pg.returning(table.c.message_id, table.c.id)
+    lite = sqlite_insert(table).on_conflict_do_nothing()
+    return lite.returning(table.c.message_id, table.c.id)
 
 
 # --- processing ----------------------------------------------------------------------
@@ -246,13 +254,53 @@ def _process_together(
         readings = [read(item) for item in claimed]
         with store.write() as session:
             threads = _threads(session, [r.replied_to for r in readings])
-            return [
-                _act_and_close(session, policy, item, reading, now, threads)
+            _prepare(session, policy, readings, threads, now)
+            outcomes = [
+                act(session, policy, item, reading, now, threads).outcome
                 for item, reading in zip(claimed, readings, strict=True)
             ]
+            _close(session, claimed, outcomes, now)
+            return outcomes
     except Exception:
         log.warning("a batch of %s inbox messages failed together; one by one", len(claimed))
         return None
+
+
+def _prepare(
+    session: Session,
+    policy: Policy,
+    readings: Sequence[MailReading],
+    threads: Mapping[str, int],
+    now: datetime,
+) -> None:
+    """Load what the batch's decisions will read, in a few statements for all of them.
+
+    The decisions then query nothing in the common case, so the session flushes
+    the whole batch once, at commit, instead of before each message's first query.
+    """
+    commands = [r for r in readings if r.outcome in COMMANDS or r.code is not None]
+    requests = {t for r in commands if (t := _thread(session, r.replied_to, threads)) is not None}
+    prepare_decisions(session, [r.code for r in commands if r.code is not None], requests)
+    throttle.prepare(
+        session,
+        senders=[r.sender for r in commands if r.sender is not None],
+        request_ids=requests,
+        now=now,
+        window=policy.bad_code_window,
+    )
+
+
+def _close(
+    session: Session, items: Sequence[Received], outcomes: Sequence[str], now: datetime
+) -> None:
+    """Mark the rows done, all in one statement, in the transaction that acted on them."""
+    session.execute(
+        update(InboxMessage),
+        [
+            {"id": item.id, "status": "done", "outcome": outcome, "processed_at": now}
+            for item, outcome in zip(items, outcomes, strict=True)
+        ],
+    )
 
 
 def _act_and_close(
@@ -261,19 +309,11 @@ def _act_and_close(
     item: Received,
     reading: MailReading,
     now: datetime,
-    threads: Mapping[str, int] | None = None,
 ) -> str:
     """Act on one message and mark its row done, in the caller's transaction."""
-    result = act(session, policy, item, reading, now, threads)
-    session.execute(
-        update(InboxMessage)
-        .where(InboxMessage.id == item.id)
-        .values(status="done", outcome=result.outcome, processed_at=now)
-        # No inbox row is loaded in this session: nothing to bring up to date
-        # (the default scans the identity map, which a batch makes long).
-        .execution_options(synchronize_session=False)
-    )
-    return result.outcome
+    outcome = act(session, policy, item, reading, now).outcome
+    _close(session, [item], [outcome], now)
+    return outcome
 
 
 def claim_due(store: Store, now: datetime, limit: int = BATCH) -> list[Received]:

@@ -7,6 +7,7 @@ audit event together.  Every edge (command line, mail, web, API) calls these.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -68,15 +69,76 @@ def record(
     )
 
 
+PREPARED = "prepared-decisions"  # session.info key, see prepare_decisions
+
+
+@dataclass
+class _Prepared:
+    """What a batch of decisions reads, loaded up front by prepare_decisions."""
+
+    validators: dict[str, Validator | None]  # code hash -> its validator (None: no such code)
+    # Loaded whole (and locked) in this transaction.  Held here, not looked up in
+    # the session: its identity map keeps only objects something else refers to.
+    requests: dict[int, ChangeRequest]
+
+
+def prepare_decisions(session: Session, codes: Iterable[str], request_ids: Iterable[int]) -> None:
+    """Load, in three statements, what deciding on these codes and requests will read.
+
+    For a batch of mailed replies: without it every decision costs a lookup of its
+    code and a load of its request, and each query first flushes what the decision
+    before it wrote; with it the decisions run from the session's identity map and
+    the batch is flushed once, at commit.  The requests are locked in id order
+    (PostgreSQL), so two daemons' batches cannot deadlock on each other's rows.
+    """
+    canonical = {normalize_code(c) for c in codes}
+    hashes = {hash_code(c) for c in canonical if c is not None}
+    found = (
+        {
+            v.code_hash: v
+            for v in session.scalars(select(Validator).where(Validator.code_hash.in_(hashes)))
+        }
+        if hashes
+        else {}
+    )
+    ids = sorted({v.request_id for v in found.values()} | set(request_ids))
+    loaded = {r.id: r for r in _load_requests(session, ids, lock=True)}
+    session.info[PREPARED] = _Prepared({h: found.get(h) for h in hashes}, loaded)
+
+
+def _prepared(session: Session) -> _Prepared | None:
+    prepared = session.info.get(PREPARED)
+    return prepared if isinstance(prepared, _Prepared) else None
+
+
 def load_request(session: Session, request_id: int, *, lock: bool = False) -> ChangeRequest:
     """The request with its validators, locked for update when asked (PostgreSQL)."""
+    prepared = _prepared(session)
+    request: ChangeRequest | None
+    if prepared is not None and request_id in prepared.requests:
+        # Loaded and locked earlier in this transaction: it is current (and it
+        # carries this transaction's own changes, unflushed).
+        request = prepared.requests[request_id]
+    else:
+        request = next(iter(_load_requests(session, [request_id], lock=lock)), None)
+    if request is None:
+        raise NotFound("request", request_id)
+    return request
+
+
+def _load_requests(session: Session, ids: Sequence[int], *, lock: bool) -> list[ChangeRequest]:
+    if not ids:
+        return []
     if lock and session.get_bind().dialect.name != "sqlite":
         # The lock first, on its own: a joined SELECT ... FOR UPDATE that waited
         # re-reads only the locked row, and would return the validators as they
         # were before the other writer's commit.  (SQLite's BEGIN IMMEDIATE
-        # already serializes writers.)
+        # already serializes writers.)  In id order: batches never deadlock.
         session.execute(
-            select(ChangeRequest.id).where(ChangeRequest.id == request_id).with_for_update()
+            select(ChangeRequest.id)
+            .where(ChangeRequest.id.in_(ids))
+            .order_by(ChangeRequest.id)
+            .with_for_update()
         )
     # populate_existing: see what the other writer committed.  One joined query
     # brings the validators, their accounts and the service (three selectin round
@@ -87,17 +149,14 @@ def load_request(session: Session, request_id: int, *, lock: bool = False) -> Ch
     # materialize every validator with its account, a scan per decision.
     query = (
         select(ChangeRequest)
-        .where(ChangeRequest.id == request_id)
+        .where(ChangeRequest.id.in_(ids))
         .options(
             joinedload(ChangeRequest.validators).joinedload(Validator.account),
             joinedload(ChangeRequest.service, innerjoin=True),
         )
         .execution_options(populate_existing=True)
     )
-    request = session.scalars(query).unique().one_or_none()
-    if request is None:
-        raise NotFound("request", request_id)
-    return request
+    return list(session.scalars(query).unique())
 
 
 def move(
@@ -233,7 +292,13 @@ def find_code(session: Session, code: str) -> Validator | None:
     canonical = normalize_code(code)
     if canonical is None:
         return None
-    return session.scalar(select(Validator).where(Validator.code_hash == hash_code(canonical)))
+    hashed = hash_code(canonical)
+    prepared = _prepared(session)
+    if prepared is not None and hashed in prepared.validators:
+        validator = prepared.validators[hashed]
+        if validator is None or validator.code_hash == hashed:
+            return validator
+    return session.scalar(select(Validator).where(Validator.code_hash == hashed))
 
 
 def decide(
@@ -298,6 +363,7 @@ def decide_in(
             named = session.get(ChangeRequest, request_id) if request_id is not None else None
             actor = normalize_email(sender) if sender is not None else None
             record(session, "bad-code", now, request=named, actor=actor, via=via, reason=bad.code)
+            throttle.counted(session, actor, named.id if named is not None else None)
         return bad
 
 
