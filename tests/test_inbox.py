@@ -7,9 +7,11 @@ import dataclasses
 from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from gateway.mail_in import InboundSettings, read_inbound
 from store.db import Store
+from store.models import OutboxMessage
 from tests.mail_helpers import (
     codes,
     command_results,
@@ -23,6 +25,7 @@ from tests.mail_helpers import (
 from workflow import inbox
 from workflow.inbox import MailReading, Received, process_due, store_received
 from workflow.policy import Policy
+from workflow.requests import show
 
 SETTINGS = InboundSettings()
 GUESS = "AAAAAAAA-BBBBBBBB-CCCCCCCC-DDDDDDDD"
@@ -49,6 +52,13 @@ def receive(store: Store, policy: Policy, raw: bytes, now: datetime) -> str | No
 @pytest.fixture
 def request_id(world: Store, policy: Policy, t0: datetime) -> int:
     return new_tech_request(world, policy, t0)
+
+
+def outbox_kinds(store: Store) -> list[str]:
+    """The kinds of notices queued after the confirm-requests, in order."""
+    with store.read() as session:
+        kinds = session.scalars(select(OutboxMessage.kind).order_by(OutboxMessage.id))
+        return [k for k in kinds if k != "confirm-request"]
 
 
 def admin_reply(store: Store, request_id: int, **kwargs: object) -> bytes:
@@ -188,6 +198,45 @@ def test_sixth_bad_code_in_an_hour_is_locked_out(
     # An hour later the lock is gone.
     later = t0 + timedelta(hours=1, minutes=6)
     assert receive(world, policy, admin_reply(world, request_id), later) == "accepted"
+
+
+def test_both_validators_in_one_batch_complete_the_request(
+    world: Store, policy: Policy, t0: datetime, request_id: int
+) -> None:
+    # Both replies are claimed and decided together: the second decision must see
+    # the first, though neither is written to the database before the batch ends.
+    tokens = codes(world, request_id)
+    threads = notice_ids(world, request_id)
+    for account in ("admin@example.com", "new@example.com"):
+        raw = reply(
+            tokens[account], sender=account, request_id=request_id, in_reply_to=threads[account]
+        )
+        deliver(world, raw, t0)
+    assert process_due(world, policy, read, t0) == 2
+    assert inbox_rows(world) == [("done", "accepted"), ("done", "accepted")]
+    assert decisions(world, request_id) == {
+        "admin@example.com": ("accept", "smtp"),
+        "new@example.com": ("accept", "smtp"),
+    }
+    assert show(world, request_id)["state"] == "checkValidity"
+    # Only the first to answer waited for the other.
+    assert outbox_kinds(world) == ["accepted-waiting"]
+
+
+def test_sixth_bad_code_in_one_batch_is_locked_out(
+    world: Store, policy: Policy, t0: datetime, request_id: int
+) -> None:
+    for attempt in range(5):
+        deliver(
+            world, reply(GUESS, sender="admin@example.com", first_line=f"Accept ({attempt})"), t0
+        )
+    deliver(world, admin_reply(world, request_id), t0)
+    assert process_due(world, policy, read, t0) == 6
+    assert [outcome for _, outcome in inbox_rows(world)] == [
+        *["refused:unknown-code"] * 5,
+        "refused:locked",
+    ]
+    assert decisions(world, request_id)["admin@example.com"] == (None, None)
 
 
 def test_answers_go_once_a_day_per_address_and_reason(
