@@ -31,7 +31,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, defer
 
 from rules.states import Decision, State
-from store.db import Store, wake
+from store.db import Store, append, wake
 from store.models import Account, Base, ChangeRequest, Event, InboxMessage, OutboxMessage, Validator
 from workflow import throttle
 from workflow.answers import answer
@@ -410,15 +410,17 @@ def act(
     else:
         # Automated or unreadable: recorded, never acted on nor answered.
         result = Result(reading.outcome)
-    session.add(
-        Event(
-            request_id=result.request_id,
-            at=now,
-            kind="mail-in",
-            actor=reading.sender[:320] if reading.sender else None,
-            via=item.channel,
+    append(
+        session,
+        Event,
+        {
+            "request_id": result.request_id,
+            "at": now,
+            "kind": "mail-in",
+            "actor": reading.sender[:320] if reading.sender else None,
+            "via": item.channel,
             # Never the code: the audit trail is not a place for secrets.
-            detail={
+            "detail": {
                 "inbox": item.id,
                 "messageId": reading.message_id,
                 "read": reading.outcome,
@@ -426,7 +428,7 @@ def act(
                 "reason": reading.reason[:500],
                 "answered": result.answered,
             },
-        )
+        },
     )
     return result
 

@@ -24,7 +24,7 @@ from rules.states import (
     notices_on_final,
     transition,
 )
-from store.db import Store, wake
+from store.db import Store, append, wake
 from store.models import Account, ChangeRequest, Event, Validator
 from workflow import throttle
 from workflow.codes import hash_code, new_code, normalize_code
@@ -57,15 +57,17 @@ def record(
     via: str | None = None,
     **detail: Any,
 ) -> None:
-    session.add(
-        Event(
-            request_id=request.id if request is not None else None,
-            at=now,
-            kind=kind,
-            actor=actor,
-            via=via,
-            detail=detail,
-        )
+    append(
+        session,
+        Event,
+        {
+            "request_id": request.id if request is not None else None,
+            "at": now,
+            "kind": kind,
+            "actor": actor,
+            "via": via,
+            "detail": detail,
+        },
     )
 
 
