@@ -33,14 +33,14 @@ class StartupError(Exception):
     """The daemon cannot start (a port taken, ...): one line for the operator."""
 
 
-def build_sweeper(store: Store, config: Config) -> Sweeper:
+def build_sweeper(store: Store, config: Config, deliverer: Deliverer) -> Sweeper:
     policy = Policy.from_config(config)
     sweeper = Sweeper()
     every = config.sweep_every
     sweeper.add("apply", lambda: sweeps.apply_ready(store, policy), every)
     sweeper.add("expire", lambda: sweeps.expire_due(store, policy), every)
     sweeper.add("remind", lambda: sweeps.remind_due(store, policy), every)
-    sweeper.add("outbox", Deliverer(store, config).deliver_due, every)
+    sweeper.add("outbox", deliverer.deliver_due, every)
     sweeper.add("inbox", MailIn(store, config).process_due, every)
     store.on_commit("apply", lambda: sweeper.wake("apply"))
     store.on_commit("outbox", lambda: sweeper.wake("outbox"))
@@ -75,7 +75,8 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
     store = Store(config.database_url)
     await asyncio.to_thread(upgrade, store.engine)
     smtp = await listen_smtp(store, config)
-    sweeper = build_sweeper(store, config)
+    deliverer = Deliverer(store, config)  # kept: it may run a composing process to stop
+    sweeper = build_sweeper(store, config, deliverer)
     sweeper.start()
     watcher = CommitWatcher(store)  # the command line's commits wake the sweeps too
     watcher.start()
@@ -93,6 +94,7 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
             await asyncio.to_thread(imap.stop)
         await asyncio.to_thread(watcher.stop)
         sweeper.shutdown()
+        await asyncio.to_thread(deliverer.close)  # after the notices it is composing
         store.dispose()
     if not web.cancelled() and web.exception() is not None:
         raise StartupError(str(web.exception()))

@@ -88,6 +88,7 @@ async def pipeline_rate(store: Store, config: Config, notices: int) -> float:
     while handled := await deliverer.deliver_due():
         sent += handled
     elapsed = time.perf_counter() - started
+    deliverer.close()
     assert sent == notices, (sent, notices)
     return sent / elapsed
 
@@ -95,9 +96,9 @@ async def pipeline_rate(store: Store, config: Config, notices: int) -> float:
 def prerendered(store: Store, config: Config, count: int) -> list[Ready]:
     """The same notices, rendered ahead (the rows are given back for the pipeline run)."""
     envelopes = claim_due(store, datetime.now(UTC), count)
-    ready, broken = compose_all(envelopes, MailSettings.from_config(config))
-    assert not broken, broken
-    return ready
+    composed = compose_all(envelopes, MailSettings.from_config(config))
+    assert not composed.broken, composed.broken
+    return composed.ready
 
 
 def saved_codes(store: Store) -> list[dict[str, object]]:

@@ -1,9 +1,10 @@
 """Delivering the outbox: render, compose, hand over to an SMTP relay or a Maildir.
 
 A pass runs a small pipeline over batches of due notices: while one batch is
-on the wire, the next is claimed (leased in the store) and rendered and
-composed in a worker thread, and the batch before has its outcomes recorded,
-so the database and the rendering hide behind network waits.  Messages go
+on the wire, the next is claimed (leased in the store) in a worker thread and
+rendered and composed (in a worker process under a burst, see
+gateway/offload.py, else a thread), and the batch before has its outcomes
+recorded, so the database and the rendering hide behind network waits.  Messages go
 over a few SMTP connections kept for the whole pass (or into the Maildir).
 4xx replies, timeouts and dropped connections are retried with backoff and
 the same Message-ID; 5xx is permanent.
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import mailbox
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +30,8 @@ import aiosmtplib
 from config import Config, parse_duration
 from gateway import metrics
 from gateway.compose import as_bytes, compose_notice
-from gateway.render import render_notice
+from gateway.offload import WorkerProcess
+from gateway.render import render_notice, warm_templates
 from rules.states import CODE_NOTICES
 from store.db import Store
 from workflow.outbox import Envelope, RetryPolicy, claim_due, mark_failed, mark_sent
@@ -124,21 +127,33 @@ def compose(envelope: Envelope, settings: MailSettings) -> Message:
     )
 
 
-def compose_all(
-    envelopes: Sequence[Envelope], settings: MailSettings
-) -> tuple[list[Ready], list[Outcome]]:
+@dataclass(frozen=True)
+class Composed:
+    """A batch composed: ready to send, or broken for good (with why, for the log)."""
+
+    ready: list[Ready] = field(default_factory=list)
+    broken: list[Outcome] = field(default_factory=list)
+    tracebacks: list[str] = field(default_factory=list)  # one per broken notice
+
+    def log_broken(self) -> None:
+        # Logged by the daemon's process: a worker process has no log configured.
+        for outcome, trace in zip(self.broken, self.tracebacks, strict=True):
+            log.error("cannot compose notice %s\n%s", outcome.outbox_id, trace.rstrip())
+
+
+def compose_all(envelopes: Sequence[Envelope], settings: MailSettings) -> Composed:
     """Compose every envelope; one that cannot be composed fails alone, for good."""
-    ready: list[Ready] = []
-    broken: list[Outcome] = []
+    composed = Composed()
     for envelope in envelopes:
         try:
-            # Flattened here, in the worker thread: on the loop it would stall every connection.
+            # Flattened here, off the loop: on the loop it would stall every connection.
             data = as_bytes(compose(envelope, settings))
-            ready.append(Ready(envelope.outbox_id, str(envelope.to_address), data))
+            composed.ready.append(Ready(envelope.outbox_id, str(envelope.to_address), data))
         except Exception as error:  # a bad address or template must not stop the others
-            log.exception("cannot compose notice %s", envelope.outbox_id)
-            broken.append(Outcome(envelope.outbox_id, f"cannot compose: {error}", permanent=True))
-    return ready, broken
+            outcome = Outcome(envelope.outbox_id, f"cannot compose: {error}", permanent=True)
+            composed.broken.append(outcome)
+            composed.tracebacks.append(traceback.format_exc())
+    return composed
 
 
 # --- transports ------------------------------------------------------------------------
@@ -315,8 +330,7 @@ class _Batch:
 
     now: datetime  # when they were claimed
     envelopes: list[Envelope]
-    ready: list[Ready] = field(default_factory=list)
-    broken: list[Outcome] = field(default_factory=list)
+    composed: Composed
 
 
 class Deliverer:
@@ -324,6 +338,9 @@ class Deliverer:
         self.store = store
         self.settings = MailSettings.from_config(config)
         self.transport = transport or make_transport(config)
+        # Rendering and composing cost more than sending, per notice: under a
+        # burst they go to a process of their own, so the loop keeps its core.
+        self.composer = WorkerProcess("composing", warm_templates)
         self.retry = RetryPolicy(
             first_retry=parse_duration(config.outbound.first_retry),
             give_up_after=parse_duration(config.outbound.give_up_after),
@@ -333,7 +350,7 @@ class Deliverer:
         """One pass over what is due: returns how many notices were claimed.
 
         Batches flow through three stages at once: claim and compose (a worker
-        thread), send (this loop), record (a worker thread). A pass stops at the
+        thread, and process), send (this loop), record (a worker thread). A pass stops at the
         first batch that is not full, or after PASS_BATCHES.
         """
         prepared: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
@@ -350,17 +367,27 @@ class Deliverer:
     ) -> None:
         """Claim and compose batch after batch, one ahead of the one being sent."""
         for _ in range(PASS_BATCHES):
-            batch = await asyncio.to_thread(self._prepare, now or datetime.now(UTC))
-            if batch.envelopes:
-                await prepared.put(batch)
-            if len(batch.envelopes) < BATCH:
+            claimed_at = now or datetime.now(UTC)
+            envelopes = await asyncio.to_thread(claim_due, self.store, claimed_at, BATCH)
+            if len(envelopes) == BATCH:
+                self.composer.start()  # a burst: used once it is up, a second or so later
+            if envelopes:
+                composed = await self._compose(envelopes)
+                composed.log_broken()
+                await prepared.put(_Batch(claimed_at, envelopes, composed))
+            if len(envelopes) < BATCH:
                 break
         await prepared.put(None)
 
-    def _prepare(self, now: datetime) -> _Batch:
-        envelopes = claim_due(self.store, now, BATCH)
-        ready, broken = compose_all(envelopes, self.settings)
-        return _Batch(now, envelopes, ready, broken)
+    async def _compose(self, envelopes: list[Envelope]) -> Composed:
+        composed: Composed | None = await self.composer.run(compose_all, envelopes, self.settings)
+        if composed is None:  # no process to do it (yet, or any more): a thread does
+            composed = await asyncio.to_thread(compose_all, envelopes, self.settings)
+        return composed
+
+    def close(self) -> None:
+        """The daemon stops: the composing process, if any, goes too."""
+        self.composer.close()
 
     async def _send_all(
         self, prepared: asyncio.Queue[_Batch | None], tasks: asyncio.TaskGroup
@@ -368,9 +395,8 @@ class Deliverer:
         claimed = 0
         while (batch := await prepared.get()) is not None:
             claimed += len(batch.envelopes)
-            outcomes = batch.broken + (
-                await self.transport.send(batch.ready) if batch.ready else []
-            )
+            ready = batch.composed.ready
+            outcomes = batch.composed.broken + (await self.transport.send(ready) if ready else [])
             # Recorded while the next batch is sent; the TaskGroup waits for it.
             tasks.create_task(self._record_batch(batch, outcomes))
         return claimed

@@ -68,6 +68,13 @@ def render_notice(kind: str, language: str, context: Mapping[str, object]) -> Re
     )
 
 
+def warm_templates() -> None:
+    """Compile the notices' templates now rather than on the first notice that needs each."""
+    for name in _ENV.list_templates(extensions=["j2"]):
+        if name.partition("/")[0] in LANGUAGES or "/" not in name:  # not web/, the pages'
+            _ENV.get_template(name)
+
+
 def notice_language(language: str | None) -> str:
     """The supported language for an account's setting: "fr", "fr-CA", "FR" give "fr"."""
     base = re.split(r"[-_]", (language or "").strip().lower(), maxsplit=1)[0]

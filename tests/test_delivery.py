@@ -8,7 +8,12 @@ the relay down for a while.
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
 import re
+import signal
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email import policy as email_policy
@@ -49,8 +54,10 @@ def relay_config(sink: SmtpSink, tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-def deliverer(world: Store, smtp_sink: SmtpSink, tmp_path: Path) -> Deliverer:
-    return Deliverer(world, relay_config(smtp_sink, tmp_path))
+def deliverer(world: Store, smtp_sink: SmtpSink, tmp_path: Path) -> Iterator[Deliverer]:
+    deliverer = Deliverer(world, relay_config(smtp_sink, tmp_path))
+    yield deliverer
+    deliverer.close()  # as `serve` does when it stops
 
 
 def now() -> datetime:
@@ -416,6 +423,63 @@ async def test_a_retry_within_a_pass_waits_for_its_time(
     await drain(deliverer, waiting.next_attempt_at)
     assert len(set(ids_of(smtp_sink))) == 4
     assert waiting.message_id.strip("<>") in ids_of(smtp_sink)
+
+
+# --- a burst: composing in a process of its own -----------------------------------------
+
+
+async def composing_process(deliverer: Deliverer) -> multiprocessing.process.BaseProcess:
+    """Start the deliverer's composing process, as a full batch does; wait until it is up."""
+    before = set(multiprocessing.active_children())
+    deliverer.composer.start()
+    for _ in range(1200):  # spawning a Python and loading the templates: a second or so
+        if deliverer.composer.running:
+            (process,) = set(multiprocessing.active_children()) - before
+            return process
+        await asyncio.sleep(0.05)
+    raise AssertionError("the composing process never came up")
+
+
+async def test_under_a_burst_notices_composed_apart_go_once_each_and_stop_with_the_daemon(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    process = await composing_process(deliverer)
+    request_id = change_tech(world, policy)
+    change_tech(world, policy, domain="example.com")
+    assert await drain(deliverer) == 4
+    mails = received(smtp_sink)
+    assert len({m["Message-ID"] for m in mails}) == 4
+    assert_well_formed(by_kind(mails, "confirm-request")[0], "confirm-request", request_id)
+    assert all(row.status == "sent" and row.code is None for row in outbox_rows(world))
+    assert deliverer.composer.running  # it did the composing: nothing fell back
+    deliverer.close()
+    assert not process.is_alive()
+
+
+async def test_ctrl_c_leaves_the_composing_process_to_the_daemon(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    # Ctrl-C signals the whole process group; the daemon then stops it in order.
+    process = await composing_process(deliverer)
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGINT)
+    change_tech(world, policy)
+    assert await drain(deliverer) == 2
+    assert deliverer.composer.running and process.is_alive()
+
+
+async def test_a_composing_process_that_dies_loses_no_notice(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    process = await composing_process(deliverer)
+    process.kill()  # out of memory, say
+    process.join()
+    change_tech(world, policy)
+    change_tech(world, policy, domain="example.com")
+    assert await drain(deliverer) == 4  # composed in the daemon's process instead
+    assert len({m.message_id for m in smtp_sink.messages}) == 4
+    assert all(row.status == "sent" for row in outbox_rows(world))
+    assert not deliverer.composer.running
 
 
 # --- fast composing, the stdlib's bytes ---------------------------------------------------
