@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 
 from mailparser_reply import EmailReplyParser
+from mailparser_reply.parser import EmailMessage
 
 from gateway.marks import NOTICE_LINE_PREFIX
 
@@ -33,6 +34,17 @@ LOOKAHEAD = 4  # lines looked at after a quote header or a From: line
 LIBRARY_LINES = 50  # mailparser_reply has cubic-time regexes: feed it a small head
 LIBRARY_LINE = 120
 LIBRARY_LANGUAGES = ["en", "fr", "de"]
+# Its time grows with every line it is given, and a reply's first quote header is near
+# the top: it is first given this many lines, and the whole head only when its first
+# header does not end LIBRARY_MARGIN lines above the last written line of that short head.
+LIBRARY_SHORT_HEAD = 12
+# Its header patterns read at most 4 line breaks past where a match starts or ends (the
+# widest: "On\s.+?\s?.+?\s?wrote:", and the Outlook block's next-line attempts), so
+# with 6 written lines below the first header the short head finds the very match the
+# whole head would, with the same text before it.
+LIBRARY_MARGIN = 6
+# EmailReplyParser.read builds an EmailMessage with the parser's checked language list.
+_LIBRARY_LANGUAGES = tuple(EmailReplyParser(languages=LIBRARY_LANGUAGES).languages)
 
 _INVISIBLE = "\u200b\u200c\u200d\ufeff"
 _QUOTE_HEADER_END = re.compile(
@@ -139,9 +151,44 @@ def library_reply(text: str) -> str | None:
     Only a head of the text is given: its quote-header patterns backtrack
     quadratically on long lines.
     """
-    head = "\n".join(x[:LIBRARY_LINE] for x in text.split("\n", LIBRARY_LINES)[:LIBRARY_LINES])
+    lines = [x[:LIBRARY_LINE] for x in text.split("\n", LIBRARY_LINES)[:LIBRARY_LINES]]
     try:
-        reply = EmailReplyParser(languages=LIBRARY_LANGUAGES).parse_reply(head)
+        reply = _library_read(lines).latest_reply
     except Exception:
         return None
     return reply if isinstance(reply, str) else None
+
+
+def _library_read(lines: list[str]) -> EmailMessage:
+    """The library's reading of the short head when that is its reading of the whole head."""
+    if len(lines) > LIBRARY_SHORT_HEAD:
+        short = _library_message(lines[:LIBRARY_SHORT_HEAD])
+        if _header_well_inside(short):
+            short.read()
+            # replies[0] is the text above the first header unless that text was blank:
+            # then the library reads on to the second header, maybe past the short head.
+            if short.replies and not short.replies[0].headers:
+                return short
+    return _library_message(lines).read()
+
+
+def _library_message(lines: list[str]) -> EmailMessage:
+    # What EmailReplyParser(languages=LIBRARY_LANGUAGES).read builds; the list is copied
+    # because EmailMessage may append to it.
+    return EmailMessage(text="\n".join(lines), languages=list(_LIBRARY_LANGUAGES))
+
+
+def _header_well_inside(message: EmailMessage) -> bool:
+    """Whether the first header match ends LIBRARY_MARGIN line breaks above the last written line.
+
+    Below that line the short head and the whole head can differ (the library's
+    normalising drops blank lines above a rule of underscores), above it they are
+    the same text, and no match of its patterns reads that far.
+    """
+    text = message.text
+    match = message.HEADER_REGEX.search(text)
+    return (
+        match is not None
+        and text[: match.start()].strip() != ""  # else the read goes on to the second header
+        and text[match.end() :].rstrip().count("\n") >= LIBRARY_MARGIN
+    )

@@ -13,8 +13,10 @@ from email.message import Message
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from mailparser_reply import EmailReplyParser
 
 from gateway.reading import OUTCOMES, Reading, read_message
+from gateway.reading_quotes import LIBRARY_LINE, LIBRARY_LINES, library_reply
 
 RECIPIENTS = ("confirm+K7QWJ3XR-M2PZ4TLA-VB6NYD5E-HC3GUF7S@countersign.localhost",)
 FUZZ = settings(max_examples=200, deadline=500, suppress_health_check=[HealthCheck.too_slow])
@@ -219,6 +221,48 @@ def test_automated_mail_never_commands(lines: list[str]) -> None:
         b"\nContent-Type", b"\nAuto-Submitted: auto-replied\nContent-Type"
     )
     assert read(raw).outcome == "automated"
+
+
+# Lines that make mailparser_reply's header patterns match, half match or read far ahead.
+LIBRARY_PIECES = [
+    *LINE_PIECES,
+    "On",
+    "On .",
+    "wrote:",
+    "Am x",
+    "schrieb y:",
+    "Le x",
+    "a écrit :",
+    "To: bob",
+    "Subject:",
+    "> From: a",
+    "> Sent: b",
+    "Von: v",
+    "An:",
+    "  : x",
+    "_" * 33,
+    "-" * 32,
+    "x" + "_" * 35,
+    ">",
+]
+
+
+def _whole_head_reply(text: str) -> str | None:
+    """What library_reply gave when it always handed the library its whole head."""
+    head = "\n".join(x[:LIBRARY_LINE] for x in text.split("\n", LIBRARY_LINES)[:LIBRARY_LINES])
+    try:
+        reply = EmailReplyParser(languages=["en", "fr", "de"]).parse_reply(head)
+    except Exception:
+        return None
+    return reply if isinstance(reply, str) else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(LIBRARY_PIECES) | st.text(max_size=40), min_size=8, max_size=60))
+def test_library_short_head_reads_as_the_whole_head(lines: list[str]) -> None:
+    """library_reply gives the library a short head when it can: never with another result."""
+    text = "\n".join(lines)
+    assert library_reply(text) == _whole_head_reply(text)
 
 
 PATHOLOGICAL = [
