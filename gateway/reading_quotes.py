@@ -35,16 +35,24 @@ LIBRARY_LINES = 50  # mailparser_reply has cubic-time regexes: feed it a small h
 LIBRARY_LINE = 120
 LIBRARY_LANGUAGES = ["en", "fr", "de"]
 # Its time grows with every line it is given, and a reply's first quote header is near
-# the top: it is first given this many lines, and the whole head only when its first
-# header does not end LIBRARY_MARGIN lines above the last written line of that short head.
-LIBRARY_SHORT_HEAD = 12
+# the top: it is first given the shorter heads, and the whole head only when its first
+# header does not end LIBRARY_MARGIN lines above the last written line of a short head.
+LIBRARY_SHORT_HEADS = (10, 16)  # 10: Gmail's header, wrapped, on lines 3-4; 16: an Outlook block
 # Its header patterns read at most 4 line breaks past where a match starts or ends (the
-# widest: "On\s.+?\s?.+?\s?wrote:", and the Outlook block's next-line attempts), so
+# widest: "Am\s(?:.+?\s?)schrieb\s(?:.+?\s?.+?):", and two lines of an Outlook block), so
 # with 6 written lines below the first header the short head finds the very match the
 # whole head would, with the same text before it.
 LIBRARY_MARGIN = 6
-# EmailReplyParser.read builds an EmailMessage with the parser's checked language list.
+# EmailReplyParser.read builds an EmailMessage with the parser's checked language list;
+# the message builds its patterns from those languages alone, so they are built once here
+# and handed to each message (they are its dataclass fields).
 _LIBRARY_LANGUAGES = tuple(EmailReplyParser(languages=LIBRARY_LANGUAGES).languages)
+_PATTERNS = EmailMessage(text="", languages=list(_LIBRARY_LANGUAGES))
+_PATTERN_FIELDS = {
+    "_header_regex": _PATTERNS.HEADER_REGEX,
+    "_disclaimers_regex": _PATTERNS.DISCLAIMERS_REGEX,
+    "_signature_regex": _PATTERNS.SIGNATURE_REGEX,
+}
 
 _INVISIBLE = "\u200b\u200c\u200d\ufeff"
 _QUOTE_HEADER_END = re.compile(
@@ -160,22 +168,27 @@ def library_reply(text: str) -> str | None:
 
 
 def _library_read(lines: list[str]) -> EmailMessage:
-    """The library's reading of the short head when that is its reading of the whole head."""
-    if len(lines) > LIBRARY_SHORT_HEAD:
-        short = _library_message(lines[:LIBRARY_SHORT_HEAD])
+    """The library's reading of a short head when that is its reading of the whole head."""
+    for size in LIBRARY_SHORT_HEADS:
+        if len(lines) <= size:
+            break
+        short = _library_message(lines[:size])
         if _header_well_inside(short):
             short.read()
             # replies[0] is the text above the first header unless that text was blank:
             # then the library reads on to the second header, maybe past the short head.
             if short.replies and not short.replies[0].headers:
                 return short
+            break
     return _library_message(lines).read()
 
 
 def _library_message(lines: list[str]) -> EmailMessage:
     # What EmailReplyParser(languages=LIBRARY_LANGUAGES).read builds; the list is copied
     # because EmailMessage may append to it.
-    return EmailMessage(text="\n".join(lines), languages=list(_LIBRARY_LANGUAGES))
+    return EmailMessage(
+        text="\n".join(lines), languages=list(_LIBRARY_LANGUAGES), **_PATTERN_FIELDS
+    )
 
 
 def _header_well_inside(message: EmailMessage) -> bool:
