@@ -16,23 +16,20 @@ import asyncio
 import contextlib
 import logging
 import mailbox
-import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import Message
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 
 from config import Config, parse_duration
-from gateway import metrics
-from gateway.compose import as_bytes, compose_notice
+from gateway import composing, metrics
+from gateway.composing import Composed, Outcome, Ready, compose_all
+from gateway.composing import MailSettings as MailSettings  # imported from here by the benches
+from gateway.composing import compose as compose
 from gateway.offload import WorkerProcess
-from gateway.render import render_notice, warm_templates
-from rules.states import CODE_NOTICES
 from store.db import Store
 from workflow.outbox import Envelope, RetryPolicy, claim_due, mark_failed, mark_sent
 
@@ -44,116 +41,11 @@ CONNECTIONS = 8
 PASS_BATCHES = 20  # at most this many batches a pass; the sweeper calls again while there is work
 
 
-@dataclass(frozen=True)
-class Ready:
-    """A composed notice, flattened to the bytes that go on the wire."""
-
-    outbox_id: int
-    recipient: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Outcome:
-    outbox_id: int
-    error: str | None = None  # None: handed over
-    permanent: bool = False
-
-    @property
-    def label(self) -> str:
-        """The metrics label: sent, retry or failed."""
-        if self.error is None:
-            return "sent"
-        return "failed" if self.permanent else "retry"
-
-
 class Transport(Protocol):
     async def send(self, batch: Sequence[Ready]) -> list[Outcome]: ...
 
     async def close(self) -> None:
         """The pass is over: let go of connections kept between batches."""
-
-
-# --- composing -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MailSettings:
-    domain: str
-    from_header: str
-    reply_local: str
-    public_url: str
-
-    @classmethod
-    def from_config(cls, config: Config) -> MailSettings:
-        return cls(
-            domain=config.mail.domain,
-            from_header=config.mail_from,
-            reply_local=config.mail.reply_local,
-            public_url=config.mail.public_url.rstrip("/"),
-        )
-
-    @property
-    def envelope_sender(self) -> str:
-        return parseaddr(self.from_header)[1]
-
-
-def compose(envelope: Envelope, settings: MailSettings) -> Message:
-    """The notice as a message: rendered in the recipient's language, threaded."""
-    code = envelope.code if envelope.kind in CODE_NOTICES else None
-    request_id = envelope.request["id"] if envelope.request else 0
-    reply_address = f"{settings.reply_local}+{code}@{settings.domain}" if code else None
-    context = {
-        "request": envelope.request,
-        "recipient": envelope.recipient,
-        "code": code,
-        "link": f"{settings.public_url}/confirm/{request_id}?token={code}" if code else None,
-        "reply_address": reply_address,
-        "reason": envelope.context.get("reason"),
-        "reason_code": envelope.context.get("reason_code"),
-        "public_url": settings.public_url,
-    }
-    notice = render_notice(envelope.kind, envelope.language, context)
-    root = envelope.thread_root if envelope.thread_root != envelope.message_id else None
-    return compose_notice(
-        notice,
-        kind=envelope.kind,
-        request_id=request_id,
-        to_address=envelope.to_address,
-        from_header=settings.from_header,
-        message_id=envelope.message_id,
-        reply_to=reply_address,
-        thread_root=root,
-    )
-
-
-@dataclass(frozen=True)
-class Composed:
-    """A batch composed: ready to send, or broken for good (with why, for the log)."""
-
-    ready: list[Ready] = field(default_factory=list)
-    broken: list[Outcome] = field(default_factory=list)
-    tracebacks: list[str] = field(default_factory=list)  # one per broken notice
-
-    def log_broken(self) -> None:
-        # Logged by the daemon's process: a worker process has no log configured.
-        for outcome, trace in zip(self.broken, self.tracebacks, strict=True):
-            log.error("cannot compose notice %s\n%s", outcome.outbox_id, trace.rstrip())
-
-
-def compose_all(envelopes: Sequence[Envelope], settings: MailSettings) -> Composed:
-    """Compose every envelope; one that cannot be composed fails alone, for good."""
-    composed = Composed()
-    for envelope in envelopes:
-        try:
-            # Flattened here, off the loop: on the loop it would stall every connection.
-            data = as_bytes(compose(envelope, settings))
-            composed.ready.append(Ready(envelope.outbox_id, str(envelope.to_address), data))
-        except Exception as error:  # a bad address or template must not stop the others
-            outcome = Outcome(envelope.outbox_id, f"cannot compose: {error}", permanent=True)
-            composed.broken.append(outcome)
-            composed.tracebacks.append(traceback.format_exc())
-    return composed
 
 
 # --- transports ------------------------------------------------------------------------
@@ -340,7 +232,7 @@ class Deliverer:
         self.transport = transport or make_transport(config)
         # Rendering and composing cost more than sending, per notice: under a
         # burst they go to a process of their own, so the loop keeps its core.
-        self.composer = WorkerProcess("composing", warm_templates)
+        self.composer = WorkerProcess("composing", composing.warm_up)
         self.retry = RetryPolicy(
             first_retry=parse_duration(config.outbound.first_retry),
             give_up_after=parse_duration(config.outbound.give_up_after),

@@ -17,8 +17,13 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def validator_json(validator: Validator) -> dict[str, Any]:
+    return validator_view(validator, validator.account.email)
+
+
+def validator_view(validator: Any, account: str) -> dict[str, Any]:
+    """A validator as shown, from anything with Validator's columns (a row will do)."""
     view: dict[str, Any] = {
-        "account": validator.account.email,
+        "account": account,
         "decision": validator.decision,
         "at": iso(validator.decided_at),
         "via": validator.via,
@@ -29,19 +34,41 @@ def validator_json(validator: Validator) -> dict[str, Any]:
 
 
 def request_json(request: ChangeRequest) -> dict[str, Any]:
+    return request_view(
+        request,
+        service_domain=request.service.domain,
+        accounts=(request.from_account.email, request.to_account.email),
+        asking_account=request.asking_account.email,
+        validators=[validator_json(v) for v in request.validators],
+    )
+
+
+def request_view(
+    request: Any,
+    *,
+    service_domain: str,
+    accounts: tuple[str, str],
+    asking_account: str,
+    validators: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A request as shown, from anything with ChangeRequest's columns (a row will do).
+
+    The outbox reads rows, not ORM objects: loading the objects cost more
+    than rendering the notice.  `accounts`: the old contact, then the new.
+    """
     return {
         "id": request.id,
-        "serviceDomain": request.service.domain,
+        "serviceDomain": service_domain,
         "contactTypes": list(request.contact_types),
-        "fromAccount": request.from_account.email,
-        "toAccount": request.to_account.email,
-        "askingAccount": request.asking_account.email,
+        "fromAccount": accounts[0],
+        "toAccount": accounts[1],
+        "askingAccount": asking_account,
         "state": request.state,
         "dateRequest": iso(request.date_request),
         "dateDone": iso(request.date_done),
         "expires": iso(request.expires_at),
         "error": request.error,
-        "validators": [validator_json(v) for v in request.validators],
+        "validators": validators,
     }
 
 

@@ -1,0 +1,59 @@
+"""Claiming the outbox: a notice shows its request as the API does, and goes where it should."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from rules.contacts import ContactType
+from rules.states import Decision
+from store.db import Store
+from store.models import OutboxMessage
+from workflow import requests
+from workflow.directory import AccountChanges, update_account
+from workflow.outbox import RetryPolicy, claim_due, mark_failed, mark_sent
+from workflow.policy import Policy
+
+TECH = ContactType.TECH
+
+
+def test_a_claimed_notice_shows_its_request_as_request_show_does(
+    world: Store, policy: Policy
+) -> None:
+    now = datetime.now(UTC)
+    (made,) = requests.change_contacts(
+        world, "split.com", "admin@example.com", {TECH: "new@example.com"}, policy, now=now
+    )
+    request_id = int(made["id"])
+    first = claim_due(world, now, 10)
+    codes = {envelope.to_address: envelope.code for envelope in first}
+    # One validator's mail bounced for good, the other decides: both show in the view.
+    bounced = next(e for e in first if e.to_address == "new@example.com")
+    mark_failed(
+        world, bounced.outbox_id, "550 no such user", permanent=True, now=now, policy=RetryPolicy()
+    )
+    mark_sent(world, [e.outbox_id for e in first if e is not bounced], now)
+    requests.decide(world, str(codes["admin@example.com"]), Decision.ACCEPT, policy)
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    claimed = claim_due(world, later, 10)
+    shown = requests.show(world, request_id)
+    assert any("deliveryError" in v for v in shown["validators"])
+    assert any(v["decision"] == "accept" for v in shown["validators"])
+    assert claimed and all(envelope.request == shown for envelope in claimed)
+    mark_sent(world, [e.outbox_id for e in claimed], later)
+
+    update_account(world, "new@example.com", AccountChanges(contact_email="fixed@example.org"))
+    requests.resend(world, request_id, policy)
+    (resent,) = claim_due(world, later + timedelta(seconds=1), 10)
+    assert resent.request == requests.show(world, request_id)
+    # The mail goes to the contact email as it is now, and threads under the first mail.
+    assert resent.to_address == "fixed@example.org"
+    assert resent.recipient["email"] == "new@example.com"
+    assert resent.thread_root == first[0].thread_root is not None
+    with world.read() as session:
+        row = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.id == resent.outbox_id)
+        ).one()
+        assert row.status == "sending" and resent.message_id == row.message_id
+        assert resent.queued_at == row.created_at and resent.code == row.code is not None
