@@ -25,7 +25,14 @@ from email.utils import getaddresses, parseaddr
 
 from gateway.reading_auto import classify
 from gateway.reading_commands import Verdict, judge
-from gateway.reading_mime import HEADER_CAP, Unreadable, body_text, header_text, parse
+from gateway.reading_mime import (
+    HEADER_CAP,
+    Unreadable,
+    address_in,
+    body_text,
+    header_text,
+    parse,
+)
 from gateway.reading_quotes import library_reply, new_lines
 from workflow.codes import normalize_code
 
@@ -133,7 +140,7 @@ def _message_id(msg: Message, raw: bytes) -> str:
 
 
 def _sender(msg: Message) -> str | None:
-    address = parseaddr(header_text(msg, "From"))[1].strip().lower()
+    address = address_in(header_text(msg, "From")).strip().lower()
     local, at, domain = address.rpartition("@")
     return address if at and local and domain and " " not in address else None
 

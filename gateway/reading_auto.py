@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import email
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
-from email.utils import parseaddr
 
 from flufl.bounce import scan_message
 
-from gateway.reading_mime import HEADER_CAP, decode_part, header_text, iter_parts
+from gateway.reading_mime import HEADER_CAP, address_in, decode_part, header_text, iter_parts
 
 BOUNCE_SCAN_BYTES = 256 * 1024  # flufl.bounce's heuristics read every line: feed it a bounded copy
 MAX_BOUNCED = 50
@@ -54,18 +54,36 @@ class Automation:
 
 def classify(msg: Message, raw: bytes, envelope_sender: str | None) -> Automation | None:
     """Bounce or automated, or None for mail a person wrote."""
-    if _may_be_bounce(msg, envelope_sender):
+    machine = _asked_once(lambda: _machine_sender(msg, envelope_sender))
+    if _may_be_bounce(msg, envelope_sender, machine):
         failed = _failed_recipients(msg, raw)
         if failed:
             request, kind = _original_marks(msg)
             reason = f"delivery failure for {len(failed)} recipient(s)"
             return Automation("bounce", reason, failed, request, kind)
-    reason = automation_reason(msg, envelope_sender)
+    reason = _automation_reason(msg, envelope_sender, machine)
     return Automation("automated", reason) if reason else None
 
 
+def _asked_once(question: Callable[[], bool]) -> Callable[[], bool]:
+    """The question, answered on first asking and remembered.
+
+    The bounce test and the automation checks both ask whether a mail system
+    sent the mail, each only when its earlier tests did not decide; parsing the
+    From, Sender and envelope addresses twice was a fifth of the reading.
+    """
+    answers: list[bool] = []
+
+    def ask() -> bool:
+        if not answers:
+            answers.append(question())
+        return answers[0]
+
+    return ask
+
+
 def _local_part(address: str) -> str:
-    return parseaddr(address[:HEADER_CAP])[1].partition("@")[0].strip().lower()
+    return address_in(address[:HEADER_CAP]).partition("@")[0].strip().lower()
 
 
 def _null_sender(msg: Message, envelope_sender: str | None) -> bool:
@@ -79,11 +97,11 @@ def _machine_sender(msg: Message, envelope_sender: str | None) -> bool:
     return any(_local_part(a) in _MACHINE_LOCALS for a in addresses if a)
 
 
-def _may_be_bounce(msg: Message, envelope_sender: str | None) -> bool:
+def _may_be_bounce(msg: Message, envelope_sender: str | None, machine: Callable[[], bool]) -> bool:
     return (
         _null_sender(msg, envelope_sender)
         or msg.get_content_type() == "multipart/report"
-        or _machine_sender(msg, envelope_sender)
+        or machine()
     )
 
 
@@ -103,49 +121,52 @@ def _failed_recipients(msg: Message, raw: bytes) -> tuple[str, ...]:
 
 def automation_reason(msg: Message, envelope_sender: str | None) -> str:
     """Why this mail is a machine's, or "" when nothing says so."""
-    checks = (
-        _auto_submitted,
-        _precedence,
-        _null_or_machine,
-        _report,
-        _autoreply_headers,
-        _list_headers,
-        _ooo_subject,
+    return _automation_reason(
+        msg, envelope_sender, _asked_once(lambda: _machine_sender(msg, envelope_sender))
     )
-    for check in checks:
-        reason = check(msg, envelope_sender)
-        if reason:
-            return reason
-    return ""
 
 
-def _auto_submitted(msg: Message, _sender: str | None) -> str:
+def _automation_reason(
+    msg: Message, envelope_sender: str | None, machine: Callable[[], bool]
+) -> str:
+    return (
+        _auto_submitted(msg)
+        or _precedence(msg)
+        or _null_or_machine(msg, envelope_sender, machine)
+        or _report(msg)
+        or _autoreply_headers(msg)
+        or _list_headers(msg)
+        or _ooo_subject(msg)
+    )
+
+
+def _auto_submitted(msg: Message) -> str:
     value = header_text(msg, "Auto-Submitted").partition(";")[0].strip().lower()
     if msg.get("Auto-Submitted") is None or value == "no":
         return ""
     return f"Auto-Submitted: {value[:40]}"
 
 
-def _precedence(msg: Message, _sender: str | None) -> str:
+def _precedence(msg: Message) -> str:
     value = header_text(msg, "Precedence").strip().lower()
     return f"Precedence: {value}" if value in _BULK_PRECEDENCE else ""
 
 
-def _null_or_machine(msg: Message, envelope_sender: str | None) -> str:
+def _null_or_machine(msg: Message, envelope_sender: str | None, machine: Callable[[], bool]) -> str:
     if _null_sender(msg, envelope_sender):
         return "null envelope sender"
-    if _machine_sender(msg, envelope_sender):
+    if machine():
         return "sent by a mail system (MAILER-DAEMON/postmaster)"
     return ""
 
 
-def _report(msg: Message, _sender: str | None) -> str:
+def _report(msg: Message) -> str:
     if msg.get_content_type() == "multipart/report":
         return "delivery status report (multipart/report)"
     return ""
 
 
-def _autoreply_headers(msg: Message, _sender: str | None) -> str:
+def _autoreply_headers(msg: Message) -> str:
     # X-Autoreply / X-Autorespond are set by vacation responders. X-Auto-Response-Suppress is
     # deliberately absent: Exchange puts it on ordinary mail people write.
     for name in ("X-Autoreply", "X-Autorespond"):
@@ -154,14 +175,14 @@ def _autoreply_headers(msg: Message, _sender: str | None) -> str:
     return ""
 
 
-def _list_headers(msg: Message, _sender: str | None) -> str:
+def _list_headers(msg: Message) -> str:
     for name in ("List-Id", "List-Unsubscribe"):
         if msg.get(name) is not None:
             return f"mailing-list mail ({name})"
     return ""
 
 
-def _ooo_subject(msg: Message, _sender: str | None) -> str:
+def _ooo_subject(msg: Message) -> str:
     subject = _REPLY_PREFIX.sub("", header_text(msg, "Subject"))
     return "out-of-office subject" if _OOO_SUBJECT.match(subject) else ""
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import email
+import functools
 import re
 from collections.abc import Iterator
 from email.header import decode_header, make_header
 from email.message import Message
+from email.utils import parseaddr
 
 import html2text
 
@@ -83,6 +85,16 @@ def header_text(msg: Message, name: str) -> str:
     with contextlib.suppress(Exception):
         text = str(make_header(decode_header(text)))
     return _FOLDING.sub(" ", text).strip()
+
+
+@functools.lru_cache(maxsize=64)
+def address_in(text: str) -> str:
+    """The address part of one address header value (parseaddr's, "" when none).
+
+    Cached: the reader asks about the same From several times per message, and
+    parseaddr's pure-Python tokenizer is the dearest step of each.
+    """
+    return parseaddr(text)[1]
 
 
 def iter_parts(msg: Message) -> Iterator[Message]:
