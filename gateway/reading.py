@@ -67,24 +67,45 @@ def read_message(
     mail_domain: str = "countersign.localhost",
 ) -> Reading:
     """Read a raw message. `recipients` are the SMTP RCPT TOs (empty when read over IMAP)."""
+    return read_parsed(
+        raw,
+        recipients=recipients,
+        envelope_sender=envelope_sender,
+        reply_local=reply_local,
+        mail_domain=mail_domain,
+    )[0]
+
+
+def read_parsed(
+    raw: bytes,
+    *,
+    recipients: Sequence[str],
+    envelope_sender: str | None,
+    reply_local: str = "confirm",
+    mail_domain: str = "countersign.localhost",
+) -> tuple[Reading, Message | None]:
+    """read_message, plus the message it parsed (None when it was not read): its headers
+    serve the caller's own checks without a second parse."""
     try:
-        return _read(bytes(raw), recipients, envelope_sender, reply_local, mail_domain)
+        data = bytes(raw)
+        msg = parse(data)
+        return _read(msg, data, recipients, envelope_sender, reply_local, mail_domain), msg
     except Unreadable as exc:
-        return _malformed(raw, str(exc))
+        return _malformed(raw, str(exc)), None
     except Exception as exc:
         # The contract: never raise on any input. Whatever slipped past the checks
         # (a library bug, a pathological MIME tree) is reported, not propagated.
-        return _malformed(raw, f"unreadable message ({type(exc).__name__})")
+        return _malformed(raw, f"unreadable message ({type(exc).__name__})"), None
 
 
 def _read(
+    msg: Message,
     raw: bytes,
     recipients: Sequence[str],
     envelope_sender: str | None,
     reply_local: str,
     mail_domain: str,
 ) -> Reading:
-    msg = parse(raw)
     message_id = _message_id(msg, raw)
     sender = _sender(msg)
     address_code = _address_code(msg, recipients, reply_local, mail_domain)
