@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from rules.states import NoticeKind
-from store.db import wake
+from store.db import append, wake
 from store.models import Account, ChangeRequest, OutboxMessage, Validator
 
 
@@ -29,23 +29,34 @@ def queue_notice(
     validator: Validator | None = None,
     code: str | None = None,
     context: dict[str, Any] | None = None,
-) -> OutboxMessage:
-    message = OutboxMessage(
-        request=request,
-        account=account,
-        validator_id=validator.id if validator is not None else None,
-        kind=str(kind),
-        language=account.language,
-        code=code,
-        context=context or {},
-        message_id=new_message_id(domain),
-        status="pending",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
+) -> str:
+    """Queue a notice in the caller's transaction; its Message-ID.
+
+    Written as a plain row (store.db.append): nothing reads it back before the
+    next statement, and a batch of acts then queues all its notices at once.
+    """
+    message_id = new_message_id(domain)
+    append(
+        session,
+        OutboxMessage,
+        {
+            "request_id": request.id if request is not None else None,
+            "account_id": account.id,
+            "validator_id": validator.id if validator is not None else None,
+            "kind": str(kind),
+            "language": account.language,
+            "code": code,
+            "context": context or {},
+            "message_id": message_id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "last_error": None,
+            "sent_at": None,
+        },
     )
-    session.add(message)
     if request is not None and request.thread_root is None:
-        request.thread_root = message.message_id
+        request.thread_root = message_id
     wake(session, "outbox")
-    return message
+    return message_id
