@@ -33,7 +33,7 @@ class StartupError(Exception):
     """The daemon cannot start (a port taken, ...): one line for the operator."""
 
 
-def build_sweeper(store: Store, config: Config, deliverer: Deliverer) -> Sweeper:
+def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: MailIn) -> Sweeper:
     policy = Policy.from_config(config)
     sweeper = Sweeper()
     every = config.sweep_every
@@ -41,7 +41,7 @@ def build_sweeper(store: Store, config: Config, deliverer: Deliverer) -> Sweeper
     sweeper.add("expire", lambda: sweeps.expire_due(store, policy), every)
     sweeper.add("remind", lambda: sweeps.remind_due(store, policy), every)
     sweeper.add("outbox", deliverer.deliver_due, every)
-    sweeper.add("inbox", MailIn(store, config).process_due, every)
+    sweeper.add("inbox", mail_in.process_due, every)
     store.on_commit("apply", lambda: sweeper.wake("apply"))
     store.on_commit("outbox", lambda: sweeper.wake("outbox"))
     store.on_commit("inbox", lambda: sweeper.wake("inbox"))
@@ -75,8 +75,10 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
     store = Store(config.database_url)
     await asyncio.to_thread(upgrade, store.engine)
     smtp = await listen_smtp(store, config)
-    deliverer = Deliverer(store, config)  # kept: it may run a composing process to stop
-    sweeper = build_sweeper(store, config, deliverer)
+    # Kept: each may run a process (composing, reading) to stop at the end.
+    deliverer = Deliverer(store, config)
+    mail_in = MailIn(store, config)
+    sweeper = build_sweeper(store, config, deliverer, mail_in)
     sweeper.start()
     watcher = CommitWatcher(store)  # the command line's commits wake the sweeps too
     watcher.start()
@@ -95,6 +97,7 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
         await asyncio.to_thread(watcher.stop)
         sweeper.shutdown()
         await asyncio.to_thread(deliverer.close)  # after the notices it is composing
+        await asyncio.to_thread(mail_in.close)
         store.dispose()
     if not web.cancelled() and web.exception() is not None:
         raise StartupError(str(web.exception()))

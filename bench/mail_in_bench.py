@@ -176,7 +176,9 @@ async def countersign_rate(
     # As `serve` wires it (runtime.build_sweeper), with the timing hook added.
     sweeper.add(
         "inbox",
-        lambda: process_due(store, mail_in.policy, mail_in.read, on_outcome=decided),
+        lambda: process_due(
+            store, mail_in.policy, mail_in.read, on_outcome=decided, read_ahead=mail_in.read_ahead
+        ),
         config.sweep_every,
     )
     store.on_commit("inbox", lambda: sweeper.wake("inbox"))
@@ -187,6 +189,7 @@ async def countersign_rate(
     await asyncio.wait_for(clock.done.wait(), 300)
     server.close()
     sweeper.shutdown()
+    mail_in.close()
     first = min(clock.received.values())
     last = max(clock.decided.values())
     latencies = [clock.decided[i] - clock.received[i] for i in clock.decided]

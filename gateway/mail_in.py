@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
@@ -21,14 +22,20 @@ import authres
 
 from config import Config
 from gateway import metrics
+from gateway.offload import WorkerProcess
 from gateway.reading import read_parsed
 from store.db import Store
-from workflow.inbox import MailReading, Received, process_due
+from workflow.inbox import MailReading, Readings, Received, process_due
 from workflow.policy import Policy
 
 HEADER_BYTES = 256 * 1024  # the header block looked at; a longer one is cut, not parsed whole
 MAX_AUTH_RESULTS = 20
 MAX_REFERENCES = 20
+
+# Replies waiting together that make reading worth a process of its own.  Eight
+# clients sending at once keep batches at about eight; people answering one by
+# one, at one or two.
+BURST = 5
 
 _DECISIONS = {"accepted": "accept", "declined": "decline"}
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -136,18 +143,58 @@ def _unfold(value: object) -> str:
 
 
 class MailIn:
-    """The "inbox" sweep: process what the doors stored, counting outcomes for /metrics."""
+    """The "inbox" sweep: process what the doors stored, counting outcomes for /metrics.
 
-    def __init__(self, store: Store, config: Config) -> None:
+    Under a burst (BURST messages or more claimed together) the reading moves to a process of its
+    own (gateway/offload.py), on the other core: reading is pure CPU on bytes,
+    and in this process it took turns, under the GIL, with SMTP intake and the
+    decisions.  Until that process is up, or without a spare core, or after it
+    broke, the sweep reads itself, as it always could.
+    """
+
+    def __init__(self, store: Store, config: Config, *, offload: bool | None = None) -> None:
         self.store = store
         self.policy = Policy.from_config(config)
         self.settings = InboundSettings.from_config(config)
+        self.reader = WorkerProcess("reading", warm_reading, enabled=offload)
 
     def read(self, item: Received) -> MailReading:
         return read_inbound(item, self.settings)
 
+    def read_ahead(self, items: Sequence[Received]) -> Readings:
+        """Start reading a batch: in the reading process if it is up, else when asked, here."""
+        if len(items) >= BURST:
+            self.reader.start()  # returns at once; used from a later batch on
+        pending = self.reader.submit(read_all, items, self.settings) if items else None
+        if pending is None:
+            return lambda: read_all(items, self.settings)
+        return lambda: self._collect(pending, items)
+
+    def _collect(
+        self, pending: Future[list[MailReading]], items: Sequence[Received]
+    ) -> list[MailReading]:
+        done: list[MailReading] | None = self.reader.result(pending)
+        return done if done is not None else read_all(items, self.settings)
+
     def process_due(self, now: datetime | None = None) -> int:
-        return process_due(self.store, self.policy, self.read, now, on_outcome=_count)
+        return process_due(
+            self.store, self.policy, self.read, now, on_outcome=_count, read_ahead=self.read_ahead
+        )
+
+    def close(self) -> None:
+        """Stop the reading process, if it runs (after the batch in hand)."""
+        self.reader.close()
+
+
+def read_all(items: Sequence[Received], settings: InboundSettings) -> list[MailReading]:
+    """Read a batch (in the reading process, or here); module-level, so it crosses processes."""
+    return [read_inbound(item, settings) for item in items]
+
+
+def warm_reading() -> None:
+    """In the reading process, before its first batch: import and run what reading needs."""
+    sample = b"From: a@example.com\r\nSubject: Re: x\r\n\r\nAccept, thanks\r\n"
+    read_all([Received(0, "smtp", sample, (), None, 1)], InboundSettings())
 
 
 def _count(item: Received, outcome: str) -> None:

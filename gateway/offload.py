@@ -66,6 +66,26 @@ class WorkerProcess:
             self._give_up(f"stopped working: {error}")
             return None
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:
+        """:meth:`run` for a caller on a thread of its own: ``fn(*args)`` under way in the
+        process (collect it with :meth:`result`), or None when the process is not there."""
+        pool = self._ready()
+        if pool is None:
+            return None
+        try:
+            return pool.submit(fn, *args)
+        except BrokenProcessPool as error:
+            self._give_up(f"stopped working: {error}")
+            return None
+
+    def result(self, pending: Future[Any]) -> Any | None:
+        """What a :meth:`submit` came to (waiting for it), or None if the process died meanwhile."""
+        try:
+            return pending.result()
+        except BrokenProcessPool as error:
+            self._give_up(f"stopped working: {error}")
+            return None
+
     def close(self) -> None:
         """Stop the process (after the work it has in hand); it is not started again."""
         self.enabled = False

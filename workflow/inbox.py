@@ -89,6 +89,11 @@ class MailReading:
 
 
 Reader = Callable[[Received], MailReading]
+# The readings of a batch, once they are needed (the reading may already be under way).
+Readings = Callable[[], list[MailReading]]
+# Starts reading a claimed batch (the gateway may hand it to another process).
+ReadAhead = Callable[[Sequence[Received]], Readings]
+PASS = 25  # batches one call handles at most before the sweeper takes over again
 
 
 @dataclass(frozen=True)
@@ -226,20 +231,66 @@ def process_due(
     now: datetime | None = None,
     *,
     on_outcome: Callable[[Received, str], None] | None = None,
+    read_ahead: ReadAhead | None = None,
 ) -> int:
-    """Process one batch of due messages; how many were claimed (the sweeper runs it again)."""
+    """Process due messages; how many were claimed (the sweeper runs it again while any are).
+
+    Without ``read_ahead``: one batch, read as it is acted on.  With it, batch
+    after batch (PASS at most): once a batch is read, the next is claimed and
+    its reading started before this one is acted on, so that reading elsewhere
+    (another process) overlaps acting here.  ``read`` reads a message alone
+    when a batch fails and its messages are retried one by one.
+    """
+    start = read_ahead or (lambda items: lambda: [read(item) for item in items])
     claimed = claim_due(store, now or utcnow())
-    outcomes = _process_together(store, policy, read, claimed, now or utcnow())
+    readings = start(claimed)
+    handled = 0
+    for batch in range(PASS):
+        if not claimed:
+            break
+        handled += len(claimed)
+        read_batch = _finish_reading(readings, len(claimed))
+        more = read_ahead is not None and batch < PASS - 1
+        following = claim_due(store, now or utcnow()) if more else []
+        upcoming = start(following)
+        _process_batch(store, policy, read, claimed, read_batch, now or utcnow(), on_outcome)
+        claimed, readings = following, upcoming
+    return handled
+
+
+def _finish_reading(readings: Readings, count: int) -> list[MailReading] | None:
+    """The batch's readings; None when reading them together failed (then each alone)."""
+    try:
+        done = readings()
+    except Exception:
+        log.warning("reading %s inbox messages together failed; one by one", count)
+        return None
+    return done if len(done) == count else None
+
+
+def _process_batch(
+    store: Store,
+    policy: Policy,
+    read: Reader,
+    claimed: Sequence[Received],
+    readings: list[MailReading] | None,
+    now: datetime,
+    on_outcome: Callable[[Received, str], None] | None,
+) -> None:
+    outcomes = _process_together(store, policy, readings, claimed, now) if readings else None
     if outcomes is None:
-        outcomes = [process_one(store, policy, read, item, now or utcnow()) for item in claimed]
+        outcomes = [process_one(store, policy, read, item, now) for item in claimed]
     if on_outcome is not None:
         for item, outcome in zip(claimed, outcomes, strict=True):
             on_outcome(item, outcome)
-    return len(claimed)
 
 
 def _process_together(
-    store: Store, policy: Policy, read: Reader, claimed: Sequence[Received], now: datetime
+    store: Store,
+    policy: Policy,
+    readings: Sequence[MailReading],
+    claimed: Sequence[Received],
+    now: datetime,
 ) -> list[str] | None:
     """The whole batch in one transaction (one commit, not one per message), or None.
 
@@ -251,7 +302,6 @@ def _process_together(
     if not claimed:
         return []
     try:
-        readings = [read(item) for item in claimed]
         with store.write() as session:
             threads = _threads(session, [r.replied_to for r in readings])
             _prepare(session, policy, readings, threads, now)
@@ -317,10 +367,14 @@ def _act_and_close(
 
 
 def claim_due(store: Store, now: datetime, limit: int = BATCH) -> list[Received]:
-    """Lease due rows; one that has already had every attempt is quarantined instead."""
+    """Lease due rows; one that has already had every attempt is quarantined instead.
+
+    Columns, not ORM objects, and one UPDATE for the batch: the claim runs once
+    per batch, in the lock that SMTP intake waits on.
+    """
     with store.write() as session:
-        due = (
-            select(InboxMessage)
+        due = session.execute(
+            select(*_CLAIMED)
             .where(
                 InboxMessage.status.in_(("pending", "processing")),
                 InboxMessage.next_attempt_at <= now,
@@ -328,29 +382,52 @@ def claim_due(store: Store, now: datetime, limit: int = BATCH) -> list[Received]
             .order_by(InboxMessage.next_attempt_at, InboxMessage.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
-        )
-        claimed = []
-        for row in session.scalars(due):
-            if row.attempts >= MAX_ATTEMPTS:
-                # Its processor died every time (a crash, a kill): never try it again unasked.
-                _quarantine(row, "processing never finished")
-                continue
-            row.attempts += 1
-            row.status = "processing"
-            row.next_attempt_at = now + LEASE
-            claimed.append(_received(row))
-        return claimed
+        ).all()
+        claimed = [
+            Received(
+                id=row.id,
+                channel=row.channel,
+                raw=row.raw,
+                recipients=tuple(row.recipients or ()),
+                envelope_from=row.envelope_from,
+                attempts=row.attempts + 1,
+            )
+            for row in due
+        ]
+        fresh = [item for item in claimed if item.attempts <= MAX_ATTEMPTS]
+        # Its processor died every time (a crash, a kill): never tried again unasked.
+        spent = [item for item in claimed if item.attempts > MAX_ATTEMPTS]
+        changes = [
+            {
+                "id": i.id,
+                "status": "processing",
+                "attempts": i.attempts,
+                "next_attempt_at": now + LEASE,
+            }
+            for i in fresh
+        ] + [_quarantined(i.id, i.attempts - 1, "processing never finished") for i in spent]
+        if changes:
+            session.execute(update(InboxMessage), changes)
+        return fresh
 
 
-def _received(row: InboxMessage) -> Received:
-    return Received(
-        id=row.id,
-        channel=row.channel,
-        raw=row.raw,
-        recipients=tuple(row.recipients or ()),
-        envelope_from=row.envelope_from,
-        attempts=row.attempts,
-    )
+_CLAIMED = (
+    InboxMessage.id,
+    InboxMessage.channel,
+    InboxMessage.raw,
+    InboxMessage.recipients,
+    InboxMessage.envelope_from,
+    InboxMessage.attempts,
+)
+
+
+def _quarantined(inbox_id: int, attempts: int, note: str) -> dict[str, Any]:
+    log.error("inbox message %s quarantined after %s attempts: %s", inbox_id, attempts, note)
+    return {
+        "id": inbox_id,
+        "status": QUARANTINED,
+        "outcome": f"quarantined after {attempts} attempts: {note}"[:2000],
+    }
 
 
 def process_one(store: Store, policy: Policy, read: Reader, item: Received, now: datetime) -> str:
@@ -380,9 +457,9 @@ def _failed(store: Store, item: Received, error: Exception, now: datetime) -> st
 
 
 def _quarantine(row: InboxMessage, note: str) -> None:
-    log.error("inbox message %s quarantined after %s attempts: %s", row.id, row.attempts, note)
-    row.status = QUARANTINED
-    row.outcome = f"quarantined after {row.attempts} attempts: {note}"[:2000]
+    quarantined = _quarantined(row.id, row.attempts, note)
+    row.status = quarantined["status"]
+    row.outcome = quarantined["outcome"]
 
 
 # --- acting ----------------------------------------------------------------------------
