@@ -17,6 +17,7 @@ from config import Config
 from gateway.delivery import Deliverer
 from gateway.imap_in import start_imap
 from gateway.mail_in import MailIn
+from gateway.offload import LOG_FORMAT
 from gateway.smtp_in import start_smtp
 from gateway.web import create_app, serve_web
 from scheduler.sweeper import Sweeper
@@ -114,7 +115,7 @@ async def serve_until_signalled(config: Config) -> None:
 def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     if not verbose:
         # APScheduler logs every run of every job at INFO: a line a second per sweep.

@@ -44,13 +44,13 @@ from sqlalchemy import func, select
 from bench.seeding import seed_requests
 from config import Config
 from gateway.delivery import MailSettings, compose
-from gateway.mail_in import MailIn
+from gateway.mail_in import MailIn, Outcome
 from gateway.smtp_in import start_smtp
 from scheduler.sweeper import Sweeper
 from store.db import Store
 from store.migrate import upgrade
 from store.models import Validator
-from workflow.inbox import Arrival, Received, process_due, store_many
+from workflow.inbox import Arrival, store_many
 from workflow.outbox import claim_due
 
 CONNECTIONS = 8
@@ -165,22 +165,16 @@ async def countersign_rate(
                 clock.received[inbox_id] = arrival.now.timestamp()
         return stored
 
-    def decided(item: Received, outcome: str) -> None:
-        clock.decided[item.id] = time.time()
-        clock.outcomes[outcome] = clock.outcomes.get(outcome, 0) + 1
+    def decided(done: Outcome) -> None:
+        clock.decided[done.inbox_id] = done.committed
+        clock.outcomes[done.outcome] = clock.outcomes.get(done.outcome, 0) + 1
         if len(clock.decided) == len(replies):
             loop.call_soon_threadsafe(clock.done.set)
 
-    mail_in = MailIn(store, config)
+    mail_in = MailIn(store, config, on_outcome=decided)
     sweeper = Sweeper()
     # As `serve` wires it (runtime.build_sweeper), with the timing hook added.
-    sweeper.add(
-        "inbox",
-        lambda: process_due(
-            store, mail_in.policy, mail_in.read, on_outcome=decided, read_ahead=mail_in.read_ahead
-        ),
-        config.sweep_every,
-    )
+    sweeper.add("inbox", mail_in.process_due, config.sweep_every)
     store.on_commit("inbox", lambda: sweeper.wake("inbox"))
     sweeper.start()
     server = await start_smtp(store, config, host="127.0.0.1", port=0, receive_many=receive_many)
@@ -215,9 +209,9 @@ def main() -> None:
     count = args.replies - args.replies % 2
     paced_count = args.paced - args.paced % 2
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(f"sqlite:///{tmp}/bench.db")
-        upgrade(store.engine)
         config = Config(data_dir=tmp)
+        store = Store(config.database_url)  # the mail-in process opens it by this name too
+        upgrade(store.engine)
         seed_requests(store, count + paced_count)
         replies = write_replies(store, config, count + paced_count)
         flood, paced = replies[:count], replies[count:]

@@ -8,24 +8,26 @@ server's DMARC verdict and for the notices of ours it replies to.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
-from concurrent.futures import Future
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from functools import partial
 from typing import Any
 
 import authres
 
 from config import Config
 from gateway import metrics
-from gateway.offload import WorkerProcess
+from gateway.offload import WorkerProcess, log_like_the_daemon
 from gateway.reading import read_parsed
 from store.db import Store
-from workflow.inbox import MailReading, Readings, Received, process_due
+from workflow.inbox import BATCH, MailReading, Received, process_due
 from workflow.policy import Policy
 
 HEADER_BYTES = 256 * 1024  # the header block looked at; a longer one is cut, not parsed whole
@@ -145,64 +147,132 @@ def _unfold(value: object) -> str:
 class MailIn:
     """The "inbox" sweep: process what the doors stored, counting outcomes for /metrics.
 
-    Under a burst (BURST messages or more claimed together) the reading moves to a process of its
-    own (gateway/offload.py), on the other core: reading is pure CPU on bytes,
-    and in this process it took turns, under the GIL, with SMTP intake and the
-    decisions.  Until that process is up, or without a spare core, or after it
-    broke, the sweep reads itself, as it always could.
+    Under a burst (BURST or more messages in one pass) the processing moves to
+    a process of its own (gateway/offload.py) on the other core: reading and
+    deciding are CPU work that, in the daemon's process, took turns under the
+    GIL with SMTP intake, and SMTP intake then answered no faster than replies
+    were decided.  That process writes to the same store (on SQLite the two
+    take turns through store.db.SqliteWriter).  Until it is up, without a spare
+    core, or after it broke, the sweep processes here, as it always could.
     """
 
-    def __init__(self, store: Store, config: Config, *, offload: bool | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        *,
+        offload: bool | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
         self.store = store
+        self.config = config
+        self.on_outcome = on_outcome  # besides /metrics (the benchmark times each decision)
         self.policy = Policy.from_config(config)
         self.settings = InboundSettings.from_config(config)
-        self.reader = WorkerProcess("reading", warm_reading, enabled=offload)
+        self.worker = WorkerProcess(
+            "mail-in", partial(start_processing, logging.getLogger().level), enabled=offload
+        )
 
     def read(self, item: Received) -> MailReading:
         return read_inbound(item, self.settings)
 
-    def read_ahead(self, items: Sequence[Received]) -> Readings:
-        """Start reading a batch: in the reading process if it is up, else when asked, here."""
-        if len(items) >= BURST:
-            self.reader.start()  # returns at once; used from a later batch on
-        pending = self.reader.submit(read_all, items, self.settings) if items else None
-        if pending is None:
-            return lambda: read_all(items, self.settings)
-        return lambda: self._collect(pending, items)
-
-    def _collect(
-        self, pending: Future[list[MailReading]], items: Sequence[Received]
-    ) -> list[MailReading]:
-        done: list[MailReading] | None = self.reader.result(pending)
-        return done if done is not None else read_all(items, self.settings)
-
     def process_due(self, now: datetime | None = None) -> int:
-        return process_due(
-            self.store, self.policy, self.read, now, on_outcome=_count, read_ahead=self.read_ahead
+        elsewhere: Processed | None = self.worker.call(process_elsewhere, self.config, now)
+        if elsewhere is not None:
+            self._counted(elsewhere.outcomes)
+            for topic in elsewhere.woken:  # its commits' wake-ups, for this process's sweeps
+                self.store.fire(topic)
+            return len(elsewhere.outcomes)
+        outcomes: list[Outcome] = []
+        handled = process_due(
+            self.store, self.policy, self.read, now, on_outcome=partial(_note, outcomes)
         )
+        self._counted(outcomes)
+        if handled >= BURST:
+            self.worker.start()  # returns at once; used from a later pass on
+        return handled
+
+    def _counted(self, outcomes: Sequence[Outcome]) -> None:
+        for outcome in outcomes:
+            _count(outcome)
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
 
     def close(self) -> None:
-        """Stop the reading process, if it runs (after the batch in hand)."""
-        self.reader.close()
+        """Stop the mail-in process, if it runs (after the pass in hand)."""
+        self.worker.close()
 
 
-def read_all(items: Sequence[Received], settings: InboundSettings) -> list[MailReading]:
-    """Read a batch (in the reading process, or here); module-level, so it crosses processes."""
-    return [read_inbound(item, settings) for item in items]
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one inbox message."""
+
+    inbox_id: int
+    channel: str
+    outcome: str
+    committed: float  # time.time() once its batch committed
 
 
-def warm_reading() -> None:
-    """In the reading process, before its first batch: import and run what reading needs."""
+@dataclass(frozen=True)
+class Processed:
+    """What a pass in the mail-in process did: each message's outcome, and the topics woken."""
+
+    outcomes: list[Outcome]
+    woken: list[str]
+
+
+def _note(outcomes: list[Outcome], item: Received, outcome: str) -> None:
+    # Called once the batch has committed (or the message was dealt with alone).
+    outcomes.append(Outcome(item.id, item.channel, outcome, time.time()))
+
+
+PASS = 0.5  # seconds of batches per call into the mail-in process, at most
+_WAKES = ("apply", "outbox", "inbox")
+_here: dict[str, tuple[MailIn, list[str]]] = {}  # in the mail-in process: its own store
+
+
+def process_elsewhere(config: Config, now: datetime | None) -> Processed:
+    """In the mail-in process: batch after batch while they come full, for PASS at most.
+
+    Several batches a call: each call is a round trip through the daemon's
+    process, whose threads wait for the GIL its event loop holds under load.
+    """
+    mail_in, woken = _mail_in_here(config)
+    outcomes: list[Outcome] = []
+    woken.clear()
+    deadline = time.monotonic() + PASS
+    while time.monotonic() < deadline:
+        handled = process_due(
+            mail_in.store, mail_in.policy, mail_in.read, now, on_outcome=partial(_note, outcomes)
+        )
+        if handled < BATCH:
+            break
+    return Processed(outcomes, sorted(set(woken)))
+
+
+def _mail_in_here(config: Config) -> tuple[MailIn, list[str]]:
+    if config.database_url not in _here:
+        store = Store(config.database_url)
+        woken: list[str] = []
+        for topic in _WAKES:
+            store.on_commit(topic, partial(woken.append, topic))
+        _here[config.database_url] = (MailIn(store, config, offload=False), woken)
+    return _here[config.database_url]
+
+
+def start_processing(level: int) -> None:
+    """In the mail-in process, before its first pass: log like the daemon, import the reader."""
+    log_like_the_daemon(level)
     sample = b"From: a@example.com\r\nSubject: Re: x\r\n\r\nAccept, thanks\r\n"
-    read_all([Received(0, "smtp", sample, (), None, 1)], InboundSettings())
+    read_inbound(Received(0, "smtp", sample, (), None, 1), InboundSettings())
 
 
-def _count(item: Received, outcome: str) -> None:
-    metrics.count_mail_received(outcome)
-    if outcome in _DECISIONS:
-        metrics.count_command(_DECISIONS[outcome], item.channel)
-    elif outcome.startswith("refused:"):
-        metrics.count_command("invalid", item.channel)
+def _count(done: Outcome) -> None:
+    metrics.count_mail_received(done.outcome)
+    if done.outcome in _DECISIONS:
+        metrics.count_command(_DECISIONS[done.outcome], done.channel)
+    elif done.outcome.startswith("refused:"):
+        metrics.count_command("invalid", done.channel)
 
 
 __all__: Sequence[str] = ["InboundSettings", "MailIn", "dmarc_passed", "read_inbound"]

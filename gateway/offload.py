@@ -22,6 +22,15 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 log = logging.getLogger("countersign.offload")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the daemon's, and its workers'
+
+
+def log_like_the_daemon(level: int) -> None:
+    """In a worker: log to the same stderr, in the same format, at the daemon's level."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    # flufl.bounce logs at ERROR whenever one of its detectors trips on odd mail,
+    # which the reader already treats as automated (as runtime.configure_logging says).
+    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 
 class WorkerProcess:
@@ -66,23 +75,14 @@ class WorkerProcess:
             self._give_up(f"stopped working: {error}")
             return None
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:
-        """:meth:`run` for a caller on a thread of its own: ``fn(*args)`` under way in the
-        process (collect it with :meth:`result`), or None when the process is not there."""
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any | None:
+        """:meth:`run` for a caller on a thread of its own: blocks until the answer is back."""
         pool = self._ready()
         if pool is None:
             return None
         try:
-            return pool.submit(fn, *args)
-        except BrokenProcessPool as error:
-            self._give_up(f"stopped working: {error}")
-            return None
-
-    def result(self, pending: Future[Any]) -> Any | None:
-        """What a :meth:`submit` came to (waiting for it), or None if the process died meanwhile."""
-        try:
-            return pending.result()
-        except BrokenProcessPool as error:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool as error:  # the process died (killed, out of memory)
             self._give_up(f"stopped working: {error}")
             return None
 

@@ -1,5 +1,5 @@
-"""Replies read in the reading process under a burst: decided exactly as when read here,
-and nothing lost when that process dies in the middle."""
+"""Replies processed in the mail-in process under a burst: decided exactly as here, and
+nothing lost when that process dies in the middle."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from config import Config
+from config import Config, DatabaseConfig
 from gateway import mail_in as mail_in_module
 from gateway.mail_in import BURST, InboundSettings, MailIn
 from rules.contacts import ContactType
@@ -54,14 +54,16 @@ def deliver_replies(store: Store, request_ids: list[int], now: datetime) -> None
 
 @pytest.fixture
 def mail_in(store: Store, tmp_path: Path) -> Iterator[MailIn]:
-    made = MailIn(store, Config(data_dir=str(tmp_path)), offload=True)
+    # The mail-in process opens the store by the configured URL: the test's own.
+    config = Config(data_dir=str(tmp_path), database=DatabaseConfig(url=store.url))
+    made = MailIn(store, config, offload=True)
     yield made
     made.close()
 
 
 @pytest.fixture
 def read_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The inbox ids of the messages read in this process (the reading process has its own)."""
+    """The inbox ids of the messages read in this process (the mail-in process has its own)."""
     seen: list[int] = []
     original = mail_in_module.read_inbound
 
@@ -73,28 +75,31 @@ def read_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
-def wait_until_reading_elsewhere(mail_in: MailIn) -> None:
-    for _ in range(600):  # a spawned interpreter importing the reader: a second or two
-        if mail_in.reader.running:
+def wait_until_processing_elsewhere(mail_in: MailIn) -> None:
+    for _ in range(600):  # a spawned interpreter importing the workflow: a second or two
+        if mail_in.worker.running:
             return
         time.sleep(0.05)
-    raise AssertionError("the reading process never came up")
+    raise AssertionError("the mail-in process never came up")
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
-def test_a_burst_is_read_in_the_reading_process_and_decided_the_same(
+def test_a_burst_is_processed_in_the_mail_in_process_and_decided_the_same(
     store: Store, policy: Policy, mail_in: MailIn, read_here: list[int], t0: datetime
 ) -> None:
     request_ids = many_requests(store, policy, t0)
     deliver_replies(store, request_ids, t0)
     assert BATCH >= BURST
-    first = mail_in.process_due()  # read here; the burst starts the reading process
+    first = mail_in.process_due()  # here; the burst starts the mail-in process
     assert first >= BATCH
     assert len(read_here) == first
-    wait_until_reading_elsewhere(mail_in)
+    wait_until_processing_elsewhere(mail_in)
+    woken: list[str] = []
+    store.on_commit("apply", lambda: woken.append("apply"))
     while mail_in.process_due():
         pass
-    assert len(read_here) == first  # the rest were read in the reading process
+    assert len(read_here) == first  # the rest were read and decided in the mail-in process
+    assert woken  # its commits wake this process's sweeps (the requests are ready to apply)
     assert {outcome for _, outcome in inbox_rows(store)} == {"accepted"}
     for request_id in request_ids:
         assert {d for d, _ in decisions(store, request_id).values()} == {"accept"}
@@ -108,7 +113,7 @@ def test_the_reading_process_dying_loses_nothing(
     half = len(request_ids) // 2
     deliver_replies(store, request_ids[:half], t0)
     mail_in.process_due()
-    wait_until_reading_elsewhere(mail_in)
+    wait_until_processing_elsewhere(mail_in)
     (worker,) = multiprocessing.active_children()
     assert worker.pid is not None
     os.kill(worker.pid, signal.SIGKILL)
@@ -116,6 +121,6 @@ def test_the_reading_process_dying_loses_nothing(
     before = len(read_here)
     while mail_in.process_due():
         pass
-    assert not mail_in.reader.running  # given up on: this process reads from now on
+    assert not mail_in.worker.running  # given up on: this process works alone from now on
     assert len(read_here) - before == 2 * (len(request_ids) - half)
     assert [outcome for _, outcome in inbox_rows(store)] == ["accepted"] * 2 * len(request_ids)

@@ -89,11 +89,6 @@ class MailReading:
 
 
 Reader = Callable[[Received], MailReading]
-# The readings of a batch, once they are needed (the reading may already be under way).
-Readings = Callable[[], list[MailReading]]
-# Starts reading a claimed batch (the gateway may hand it to another process).
-ReadAhead = Callable[[Sequence[Received]], Readings]
-PASS = 25  # batches one call handles at most before the sweeper takes over again
 
 
 @dataclass(frozen=True)
@@ -231,66 +226,20 @@ def process_due(
     now: datetime | None = None,
     *,
     on_outcome: Callable[[Received, str], None] | None = None,
-    read_ahead: ReadAhead | None = None,
 ) -> int:
-    """Process due messages; how many were claimed (the sweeper runs it again while any are).
-
-    Without ``read_ahead``: one batch, read as it is acted on.  With it, batch
-    after batch (PASS at most): once a batch is read, the next is claimed and
-    its reading started before this one is acted on, so that reading elsewhere
-    (another process) overlaps acting here.  ``read`` reads a message alone
-    when a batch fails and its messages are retried one by one.
-    """
-    start = read_ahead or (lambda items: lambda: [read(item) for item in items])
+    """Process one batch of due messages; how many were claimed (the sweeper runs it again)."""
     claimed = claim_due(store, now or utcnow())
-    readings = start(claimed)
-    handled = 0
-    for batch in range(PASS):
-        if not claimed:
-            break
-        handled += len(claimed)
-        read_batch = _finish_reading(readings, len(claimed))
-        more = read_ahead is not None and batch < PASS - 1
-        following = claim_due(store, now or utcnow()) if more else []
-        upcoming = start(following)
-        _process_batch(store, policy, read, claimed, read_batch, now or utcnow(), on_outcome)
-        claimed, readings = following, upcoming
-    return handled
-
-
-def _finish_reading(readings: Readings, count: int) -> list[MailReading] | None:
-    """The batch's readings; None when reading them together failed (then each alone)."""
-    try:
-        done = readings()
-    except Exception:
-        log.warning("reading %s inbox messages together failed; one by one", count)
-        return None
-    return done if len(done) == count else None
-
-
-def _process_batch(
-    store: Store,
-    policy: Policy,
-    read: Reader,
-    claimed: Sequence[Received],
-    readings: list[MailReading] | None,
-    now: datetime,
-    on_outcome: Callable[[Received, str], None] | None,
-) -> None:
-    outcomes = _process_together(store, policy, readings, claimed, now) if readings else None
+    outcomes = _process_together(store, policy, read, claimed, now or utcnow())
     if outcomes is None:
-        outcomes = [process_one(store, policy, read, item, now) for item in claimed]
+        outcomes = [process_one(store, policy, read, item, now or utcnow()) for item in claimed]
     if on_outcome is not None:
         for item, outcome in zip(claimed, outcomes, strict=True):
             on_outcome(item, outcome)
+    return len(claimed)
 
 
 def _process_together(
-    store: Store,
-    policy: Policy,
-    readings: Sequence[MailReading],
-    claimed: Sequence[Received],
-    now: datetime,
+    store: Store, policy: Policy, read: Reader, claimed: Sequence[Received], now: datetime
 ) -> list[str] | None:
     """The whole batch in one transaction (one commit, not one per message), or None.
 
@@ -302,6 +251,7 @@ def _process_together(
     if not claimed:
         return []
     try:
+        readings = [read(item) for item in claimed]
         with store.write() as session:
             threads = _threads(session, [r.replied_to for r in readings])
             _prepare(session, policy, readings, threads, now)
