@@ -237,13 +237,23 @@ class Deliverer:
             first_retry=parse_duration(config.outbound.first_retry),
             give_up_after=parse_duration(config.outbound.give_up_after),
         )
+        self.claiming = True  # False once the daemon stops: see stop_claiming
+
+    def stop_claiming(self) -> None:
+        """The daemon stops: a pass sends and records what it holds, but claims no more.
+
+        So the pass in hand ends soon and the daemon can wait for it: a batch
+        cut off between handing it over and recording it would be sent again
+        after its lease, with the same Message-ID.
+        """
+        self.claiming = False
 
     async def deliver_due(self, now: datetime | None = None) -> int:
         """One pass over what is due: returns how many notices were claimed.
 
         Batches flow through three stages at once: claim and compose (a worker
         thread, and process), send (this loop), record (a worker thread). A pass stops at the
-        first batch that is not full, or after PASS_BATCHES.
+        first batch that is not full, after PASS_BATCHES, or once stop_claiming is called.
         """
         prepared: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
         try:
@@ -259,6 +269,8 @@ class Deliverer:
     ) -> None:
         """Claim and compose batch after batch, one ahead of the one being sent."""
         for _ in range(PASS_BATCHES):
+            if not self.claiming:
+                break
             claimed_at = now or datetime.now(UTC)
             envelopes = await asyncio.to_thread(claim_due, self.store, claimed_at, BATCH)
             if len(envelopes) == BATCH:

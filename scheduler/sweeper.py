@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -39,6 +39,8 @@ class Sweeper:
         self.executor = executor or ThreadPoolExecutor(4, thread_name_prefix="sweep")
         self.sweeps: dict[str, Sweep] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False  # set by drain: no sweep starts (or runs again) after it
+        self._runs: set[asyncio.Task[Any]] = set()  # the runs in progress, for drain
 
     def add(
         self, name: str, work: Callable[[], int] | Callable[[], Awaitable[int]], every: timedelta
@@ -60,6 +62,27 @@ class Sweeper:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.scheduler.start()
+
+    async def drain(self, timeout: float) -> bool:
+        """Start no more sweeps and wait up to ``timeout`` seconds for the running ones.
+
+        Called before shutdown(), which cancels a sweep on the loop wherever it
+        is: between handing mail over and recording it, say. A run finishes its
+        current call and does not go round again. Returns whether all finished.
+        """
+        self._draining = True
+        if not self._runs:
+            return True
+        _, left = await asyncio.wait(set(self._runs), timeout=timeout)
+        if left:
+            still = sorted(name for name, sweep in self.sweeps.items() if sweep.running)
+            log.warning(
+                "sweeps still running after %gs, stopped anyway: %s (their work stays in the"
+                " store; rows they had leased are taken again when the lease runs out)",
+                timeout,
+                ", ".join(still),
+            )
+        return not left
 
     def shutdown(self) -> None:
         if self.scheduler.running:
@@ -85,13 +108,18 @@ class Sweeper:
         return await loop.run_in_executor(self.executor, cast(Callable[[], int], sweep.work))
 
     async def _run(self, sweep: Sweep) -> None:
+        if self._draining:
+            return
         if sweep.running:
             sweep.dirty = True
             return
         sweep.running = True
         loop = asyncio.get_running_loop()
+        run = asyncio.current_task()
+        assert run is not None  # APScheduler runs each job in a task of its own
+        self._runs.add(run)
         try:
-            while True:
+            while not self._draining:
                 sweep.dirty = False
                 try:
                     handled = await self._call(sweep, loop)
@@ -107,3 +135,4 @@ class Sweeper:
                     return
         finally:
             sweep.running = False
+            self._runs.discard(run)

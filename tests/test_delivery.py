@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email import policy as email_policy
@@ -30,6 +30,7 @@ from sqlalchemy import select, text, update
 from config import Config, OutboundConfig
 from gateway import delivery
 from gateway.compose import as_bytes, checked_address, compose_notice
+from gateway.composing import Outcome, Ready
 from gateway.delivery import Deliverer
 from gateway.render import KINDS, RenderedNotice, render_notice
 from rules.contacts import ContactType
@@ -423,6 +424,33 @@ async def test_a_retry_within_a_pass_waits_for_its_time(
     await drain(deliverer, waiting.next_attempt_at)
     assert len(set(ids_of(smtp_sink))) == 4
     assert waiting.message_id.strip("<>") in ids_of(smtp_sink)
+
+
+async def test_a_pass_told_to_stop_finishes_what_it_claimed_and_claims_no_more(
+    world: Store,
+    policy: Policy,
+    deliverer: Deliverer,
+    smtp_sink: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(delivery, "BATCH", 1)
+    change_tech(world, policy)
+    change_tech(world, policy, domain="example.com")  # four batches of one
+    send = deliverer.transport.send
+
+    async def stopped_while_sending(batch: Sequence[Ready]) -> list[Outcome]:
+        deliverer.stop_claiming()  # `serve` is stopped during the first batch
+        return await send(batch)
+
+    monkeypatch.setattr(deliverer.transport, "send", stopped_while_sending)
+    claimed = await deliverer.deliver_due()
+    statuses = sorted(row.status for row in outbox_rows(world))
+    # What was claimed (the batch sent, those claimed ahead) is sent and recorded;
+    # the rest is left pending, not leased.
+    assert 1 <= claimed < 4
+    assert statuses == ["pending"] * (4 - claimed) + ["sent"] * claimed
+    assert len(smtp_sink.messages) == claimed
+    assert await deliverer.deliver_due() == 0
 
 
 # --- a burst: composing in a process of its own -----------------------------------------
