@@ -28,6 +28,9 @@ from workflow import sweeps
 from workflow.policy import Policy
 
 log = logging.getLogger("countersign")
+# Stopping waits this long for the sweeps in hand (an outbox pass sending and recording
+# its batches); a relay that hangs cannot hold the stop for longer than that.
+DRAIN_SECONDS = 10.0
 
 
 class StartupError(Exception):
@@ -90,12 +93,15 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         log.info("stopping")
+        # First: the outbox pass in hand ends after its claimed batches, not the whole backlog.
+        deliverer.stop_claiming()
         stop.set()  # the web server stops on it too, after the requests in flight
         await asyncio.wait({web})
         smtp.close()
         if imap is not None:
             await asyncio.to_thread(imap.stop)
         await asyncio.to_thread(watcher.stop)
+        await sweeper.drain(DRAIN_SECONDS)
         sweeper.shutdown()
         await asyncio.to_thread(deliverer.close)  # after the notices it is composing
         await asyncio.to_thread(mail_in.close)
