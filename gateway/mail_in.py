@@ -27,7 +27,7 @@ from gateway import metrics
 from gateway.offload import WorkerProcess, log_like_the_daemon
 from gateway.reading import read_parsed
 from store.db import Store
-from workflow.inbox import BATCH, MailReading, Received, process_due
+from workflow.inbox import MailReading, Received, process_due
 from workflow.policy import Policy
 
 HEADER_BYTES = 256 * 1024  # the header block looked at; a longer one is cut, not parsed whole
@@ -232,7 +232,7 @@ _here: dict[str, tuple[MailIn, list[str]]] = {}  # in the mail-in process: its o
 
 
 def process_elsewhere(config: Config, now: datetime | None) -> Processed:
-    """In the mail-in process: batch after batch while they come full, for PASS at most.
+    """In the mail-in process: batch after batch while any is due, for PASS at most.
 
     Several batches a call: each call is a round trip through the daemon's
     process, whose threads wait for the GIL its event loop holds under load.
@@ -245,7 +245,7 @@ def process_elsewhere(config: Config, now: datetime | None) -> Processed:
         handled = process_due(
             mail_in.store, mail_in.policy, mail_in.read, now, on_outcome=partial(_note, outcomes)
         )
-        if handled < BATCH:
+        if handled == 0:
             break
     return Processed(outcomes, sorted(set(woken)))
 

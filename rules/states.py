@@ -117,4 +117,3 @@ def notices_on_final(state: State, validators: Sequence[str], from_account: str)
     if state is State.DONE and from_account not in validators:
         notices.append(Notice(NoticeKind.PREVIOUS_CONTACT, from_account))
     return notices
-

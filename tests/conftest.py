@@ -123,6 +123,4 @@ def world(store: Store) -> Store:
     return store
 
 
-__all__ = [
-    "T0", "ContactType", "add", "dovecot", "dovecot_factory", "missing_server", "smtp_sink"
-]
+__all__ = ["T0", "ContactType", "add", "dovecot", "dovecot_factory", "missing_server", "smtp_sink"]

@@ -17,7 +17,8 @@ FLOORS = {
     "templates": 2,
     "gateway": 3,
     "scheduler": 3,
-    "daemon": 4, "runtime": 4,
+    "daemon": 4,
+    "runtime": 4,
 }
 # rules/ decides from facts: nothing that does I/O, keeps time or talks to a database.
 PURE_ALLOWED = {"__future__", "collections", "dataclasses", "decimal", "enum", "typing", "rules"}
