@@ -83,7 +83,6 @@ def wait_until_processing_elsewhere(mail_in: MailIn) -> None:
     raise AssertionError("the mail-in process never came up")
 
 
-@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 def test_a_burst_is_processed_in_the_mail_in_process_and_decided_the_same(
     store: Store, policy: Policy, mail_in: MailIn, read_here: list[int], t0: datetime
 ) -> None:
@@ -105,7 +104,6 @@ def test_a_burst_is_processed_in_the_mail_in_process_and_decided_the_same(
         assert {d for d, _ in decisions(store, request_id).values()} == {"accept"}
 
 
-@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 def test_the_reading_process_dying_loses_nothing(
     store: Store, policy: Policy, mail_in: MailIn, read_here: list[int], t0: datetime
 ) -> None:
