@@ -129,15 +129,7 @@ def store_received(
     now: datetime,
 ) -> int | None:
     """Store a received message durably; its inbox id, or None when it was already stored."""
-    with store.write() as session:
-        return insert_received(
-            session,
-            raw,
-            channel=channel,
-            envelope_from=envelope_from,
-            recipients=recipients,
-            now=now,
-        )
+    return store_many(store, [Arrival(raw, channel, envelope_from, tuple(recipients), now)])[0]
 
 
 @dataclass(frozen=True)

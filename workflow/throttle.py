@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import false, func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from store.db import Store
@@ -56,11 +56,16 @@ def check_session(
         return
     actor = normalize_email(sender) if sender is not None else None
     tally = _tally(session, now - window)
-    if tally is not None and tally.covers(actor, request_id):
-        by_sender, by_request = tally.senders[actor], tally.requests[request_id]
-    else:
-        by_sender, by_request = _recent(session, actor, request_id, now - window)
-    if by_sender >= limit or by_request >= limit:
+    if tally is None or not tally.covers(actor, request_id):
+        # Not counted beforehand for a batch: count for this one decision.
+        tally = prepare(
+            session,
+            senders=[actor] if actor is not None else [],
+            request_ids=[request_id] if request_id is not None else [],
+            now=now,
+            window=window,
+        )
+    if tally.senders[actor] >= limit or tally.requests[request_id] >= limit:
         # Neither the code's owner is told nor the attempt counted: a guesser
         # must not be able to make us mail anyone, nor extend the lock forever.
         raise BadCode("locked", "too many invalid codes; try again later")
@@ -90,7 +95,7 @@ def prepare(
     request_ids: Iterable[int],
     now: datetime,
     window: timedelta = DEFAULT_WINDOW,
-) -> None:
+) -> _Tally:
     """Count, in one query, the recent bad codes of everyone a batch of decisions names.
 
     check_session then answers from these counts (kept current by counted())
@@ -117,6 +122,7 @@ def prepare(
             if request_id in ids:
                 tally.requests[request_id] += 1
     session.info[TALLY] = tally
+    return tally
 
 
 def counted(session: Session, actor: str | None, request_id: int | None) -> None:
@@ -133,17 +139,3 @@ def _tally(session: Session, since: datetime) -> _Tally | None:
     tally = session.info.get(TALLY)
     # Counted for another window (another "now"): ask the database instead.
     return tally if isinstance(tally, _Tally) and tally.since == since else None
-
-
-def _recent(
-    session: Session, actor: str | None, request_id: int | None, since: datetime
-) -> tuple[int, int]:
-    """How many recent bad-code events name this sender, and this request (one query)."""
-    by_sender = Event.actor == actor if actor is not None else false()
-    by_request = Event.request_id == request_id if request_id is not None else false()
-    row = session.execute(
-        select(func.count().filter(by_sender), func.count().filter(by_request)).where(
-            Event.kind == BAD_CODE, Event.at >= since, or_(by_sender, by_request)
-        )
-    ).one()
-    return int(row[0]), int(row[1])
