@@ -104,6 +104,12 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class LeasesConfig:
+    # A claim (inbox, outbox, IMAP reader) whose daemon's heartbeat is older is free again.
+    owner_timeout: str = "15s"
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     # name -> key; TOML: [api] keys = { billing = "secret", ... }
     keys: Mapping[str, str] = field(default_factory=dict)
@@ -120,6 +126,7 @@ class Config:
     requests: RequestsConfig = field(default_factory=RequestsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    leases: LeasesConfig = field(default_factory=LeasesConfig)
 
     # Derived values: the defaults that depend on other keys.
     @property
@@ -145,6 +152,10 @@ class Config:
     @property
     def sweep_every(self) -> timedelta:
         return parse_duration(self.scheduler.sweep_every)
+
+    @property
+    def owner_timeout(self) -> timedelta:
+        return parse_duration(self.leases.owner_timeout)
 
 
 def _key_name(field_name: str) -> str:
@@ -241,6 +252,7 @@ def _validate(config: Config) -> None:
         ("outbound.give_up_after", config.outbound.give_up_after),
         ("outbound.timeout", config.outbound.timeout),
         ("inbound.bad_code_window", config.inbound.bad_code_window),
+        ("leases.owner_timeout", config.leases.owner_timeout),
         *(("requests.remind_after", d) for d in config.requests.remind_after),
     ):
         try:
@@ -249,6 +261,9 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{key}: {error}") from None
     if config.sweep_every <= timedelta(0):
         raise ConfigError("scheduler.sweep_every: must be more than 0s")
+    if config.owner_timeout < timedelta(seconds=3):
+        # Heartbeats come every third of it: less would free live daemons' work.
+        raise ConfigError("leases.owner_timeout: must be at least 3s")
 
 
 def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:

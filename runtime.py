@@ -20,8 +20,10 @@ from gateway.mail_in import MailIn
 from gateway.offload import LOG_FORMAT
 from gateway.smtp_in import start_smtp
 from gateway.web import create_app, serve_web
+from scheduler.heartbeat import Heartbeat
 from scheduler.sweeper import Sweeper
 from store.db import Store
+from store.leases import instance_key
 from store.migrate import upgrade
 from store.watch import CommitWatcher
 from workflow import sweeps
@@ -39,7 +41,7 @@ class StartupError(Exception):
 
 def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: MailIn) -> Sweeper:
     policy = Policy.from_config(config)
-    sweeper = Sweeper()
+    sweeper = Sweeper(outage=store.health.failed)
     every = config.sweep_every
     sweeper.add("apply", lambda: sweeps.apply_ready(store, policy), every)
     sweeper.add("expire", lambda: sweeps.expire_due(store, policy), every)
@@ -73,6 +75,17 @@ async def listen_smtp(store: Store, config: Config) -> asyncio.Server:
         ) from None
 
 
+async def start_heartbeat(
+    store: Store, config: Config, deliverer: Deliverer, mail_in: MailIn
+) -> Heartbeat:
+    """This daemon's worker row: its claims name it, and its last life's claims come back."""
+    instance = instance_key(config.data_dir)
+    heartbeat = Heartbeat(store, instance, config.owner_timeout)
+    deliverer.owner = mail_in.owner = await asyncio.to_thread(heartbeat.register)
+    heartbeat.start()
+    return heartbeat
+
+
 async def run_daemon(config: Config, stop: asyncio.Event) -> None:
     """Everything on one asyncio loop until ``stop`` is set."""
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
@@ -82,6 +95,7 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
     # Kept: each may run a process (composing, reading) to stop at the end.
     deliverer = Deliverer(store, config)
     mail_in = MailIn(store, config)
+    heartbeat = await start_heartbeat(store, config, deliverer, mail_in)
     sweeper = build_sweeper(store, config, deliverer, mail_in)
     sweeper.start()
     watcher = CommitWatcher(store)  # the command line's commits wake the sweeps too
@@ -103,6 +117,7 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
         await asyncio.to_thread(watcher.stop)
         await sweeper.drain(DRAIN_SECONDS)
         sweeper.shutdown()
+        await asyncio.to_thread(heartbeat.stop)  # what is still claimed is free at once
         await asyncio.to_thread(deliverer.close)  # after the notices it is composing
         await asyncio.to_thread(mail_in.close)
         store.dispose()

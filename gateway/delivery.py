@@ -15,11 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import mailbox
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import partial
 from typing import Protocol
 
 import aiosmtplib
@@ -29,9 +28,13 @@ from gateway import composing, metrics
 from gateway.composing import Composed, Outcome, Ready, compose_all
 from gateway.composing import MailSettings as MailSettings  # imported from here by the benches
 from gateway.composing import compose as compose
+from gateway.maildir import MaildirTransport
 from gateway.offload import WorkerProcess
+from gateway.recording import Answered, Recorder
 from store.db import Store
-from workflow.outbox import Envelope, RetryPolicy, claim_due, mark_failed, mark_sent
+from store.leases import give_back
+from store.models import OutboxMessage
+from workflow.outbox import Envelope, RetryPolicy, claim_due
 
 log = logging.getLogger("countersign.delivery")
 BATCH = 200
@@ -41,40 +44,20 @@ CONNECTIONS = 8
 PASS_BATCHES = 20  # at most this many batches a pass; the sweeper calls again while there is work
 
 
+OnAnswer = Callable[[Outcome], Awaitable[None]]
+
+
 class Transport(Protocol):
-    async def send(self, batch: Sequence[Ready]) -> list[Outcome]: ...
+    async def send(
+        self, batch: Sequence[Ready], on_answer: OnAnswer | None = None
+    ) -> list[Outcome]:
+        """Every notice's outcome; ``on_answer``, if given, awaited on each as it comes."""
 
     async def close(self) -> None:
         """The pass is over: let go of connections kept between batches."""
 
 
 # --- transports ------------------------------------------------------------------------
-
-
-class MaildirTransport:
-    """No relay configured: every message becomes a file in ``{data_dir}/outbox``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    async def send(self, batch: Sequence[Ready]) -> list[Outcome]:
-        return await asyncio.to_thread(self._write, batch)
-
-    async def close(self) -> None:
-        return None
-
-    def _write(self, batch: Sequence[Ready]) -> list[Outcome]:
-        box = mailbox.Maildir(self.path, create=True)
-        outcomes = []
-        for notice in batch:
-            try:
-                # Local mail files end lines in LF (CRLF is for the wire): grep,
-                # mutt and friends read them as text. Written to tmp/, renamed into new/.
-                box.add(notice.data.replace(b"\r\n", b"\n"))
-                outcomes.append(Outcome(notice.outbox_id))
-            except OSError as error:
-                outcomes.append(Outcome(notice.outbox_id, f"cannot write to {self.path}: {error}"))
-        return outcomes
 
 
 class SmtpTransport:
@@ -103,13 +86,16 @@ class SmtpTransport:
             local_hostname=self.local_hostname,
         )
 
-    async def send(self, batch: Sequence[Ready]) -> list[Outcome]:
+    async def send(
+        self, batch: Sequence[Ready], on_answer: OnAnswer | None = None
+    ) -> list[Outcome]:
         # Every connection takes the next message as soon as it is free: a slow
         # reply on one connection does not leave the others idle at the end.
         queue = iter(batch)
         outcomes: list[Outcome] = []
+        lanes = min(CONNECTIONS, len(batch))
         errors = await asyncio.gather(
-            *(self._send_lane(queue, outcomes) for _ in range(min(CONNECTIONS, len(batch))))
+            *(self._send_lane(queue, outcomes, on_answer) for _ in range(lanes))
         )
         # Every connection failed to open: what is left waits for the next attempt.
         reason = next((error for error in errors if error), "")
@@ -120,8 +106,14 @@ class SmtpTransport:
         for client in idle:
             await self._quit(client)
 
-    async def _send_lane(self, queue: Iterator[Ready], outcomes: list[Outcome]) -> str | None:
-        """Send from `queue` until it is empty; the reason if no connection could be opened."""
+    async def _send_lane(
+        self, queue: Iterator[Ready], outcomes: list[Outcome], on_answer: OnAnswer | None
+    ) -> str | None:
+        """Send from `queue` until it is empty; the reason if no connection could be opened.
+
+        With ``on_answer``, the next notice waits until the last one's answer is
+        recorded: a kill can then send again at most one notice per connection.
+        """
         client = self._idle.pop() if self._idle else None
         if client is not None and not client.is_connected:
             client = None  # the relay hung up since the last batch
@@ -135,6 +127,8 @@ class SmtpTransport:
                         return self._unreachable(error)
                 outcome, healthy = await self._send_one(client, notice)
                 outcomes.append(outcome)
+                if on_answer is not None:
+                    await on_answer(outcome)
                 if not healthy:
                     client.close()
                     client = None
@@ -198,12 +192,12 @@ class SmtpTransport:
         return Outcome(outbox_id, f"{code} {message}".strip(), permanent=500 <= code < 600)
 
 
-def _count(envelopes: Sequence[Envelope], outcomes: Sequence[Outcome], at: datetime) -> None:
-    queued = {envelope.outbox_id: envelope.queued_at for envelope in envelopes}
-    for outcome in outcomes:
+def _count(queued: dict[int, datetime], answered: Sequence[Answered]) -> None:
+    for outcome, at in answered:
         metrics.count_mail_sent(outcome.label)
-        if outcome.error is None:
-            metrics.observe_delivery_latency((at - queued[outcome.outbox_id]).total_seconds())
+        since = queued.pop(outcome.outbox_id, None)
+        if outcome.error is None and since is not None:
+            metrics.observe_delivery_latency((at - since).total_seconds())
 
 
 def make_transport(config: Config) -> Transport:
@@ -238,13 +232,17 @@ class Deliverer:
             give_up_after=parse_duration(config.outbound.give_up_after),
         )
         self.claiming = True  # False once the daemon stops: see stop_claiming
+        self.owner: int | None = None  # the worker id its claims name (store/leases.py)
+        self._queued: dict[int, datetime] = {}  # claimed notices' queue times, for /metrics
+        self.recorder = Recorder(store, self.retry, partial(_count, self._queued))
+        self._unclean = False  # a pass raised: what it still held is given back first
 
     def stop_claiming(self) -> None:
         """The daemon stops: a pass sends and records what it holds, but claims no more.
 
         So the pass in hand ends soon and the daemon can wait for it: a batch
         cut off between handing it over and recording it would be sent again
-        after its lease, with the same Message-ID.
+        by another daemon, with the same Message-ID.
         """
         self.claiming = False
 
@@ -255,14 +253,26 @@ class Deliverer:
         thread, and process), send (this loop), record (a worker thread). A pass stops at the
         first batch that is not full, after PASS_BATCHES, or once stop_claiming is called.
         """
+        if self.recorder.kept or self._unclean:
+            await asyncio.to_thread(self._recover)
         prepared: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._prepare_all(now, prepared))
                 claimed = await self._send_all(prepared, tasks)
+        except BaseException:
+            self._unclean = True
+            raise
         finally:
             await self.transport.close()
         return claimed
+
+    def _recover(self) -> None:
+        """After a pass cut short (the store lost): record what was kept, give back the rest."""
+        self.recorder.flush_kept()
+        if self._unclean:
+            give_back(self.store, OutboxMessage, self.owner, keep=self.recorder.kept_ids())
+            self._unclean = False
 
     async def _prepare_all(
         self, now: datetime | None, prepared: asyncio.Queue[_Batch | None]
@@ -272,7 +282,9 @@ class Deliverer:
             if not self.claiming:
                 break
             claimed_at = now or datetime.now(UTC)
-            envelopes = await asyncio.to_thread(claim_due, self.store, claimed_at, BATCH)
+            envelopes = await asyncio.to_thread(
+                claim_due, self.store, claimed_at, BATCH, self.owner
+            )
             if len(envelopes) == BATCH:
                 self.composer.start()  # a burst: used once it is up, a second or so later
             if envelopes:
@@ -299,33 +311,18 @@ class Deliverer:
         claimed = 0
         while (batch := await prepared.get()) is not None:
             claimed += len(batch.envelopes)
+            self._queued.update((e.outbox_id, e.queued_at) for e in batch.envelopes)
+            answered: set[int] = set()
+            on_answer = partial(self._answered, answered, batch.now)
             ready = batch.composed.ready
-            outcomes = batch.composed.broken + (await self.transport.send(ready) if ready else [])
-            # Recorded while the next batch is sent; the TaskGroup waits for it.
-            tasks.create_task(self._record_batch(batch, outcomes))
+            outcomes = batch.composed.broken
+            outcomes += await self.transport.send(ready, on_answer) if ready else []
+            # What was not recorded as answered (broken, never sent, a Maildir's batch):
+            # recorded while the next batch is sent; the TaskGroup waits for it.
+            rest = [o for o in outcomes if o.outbox_id not in answered]
+            tasks.create_task(self.recorder.record_all(rest, batch.now))
         return claimed
 
-    async def _record_batch(self, batch: _Batch, outcomes: list[Outcome]) -> None:
-        handed_over = datetime.now(UTC)
-        await asyncio.to_thread(self._record, outcomes, max(batch.now, handed_over))
-        _count(batch.envelopes, outcomes, handed_over)
-
-    def _record(self, outcomes: list[Outcome], now: datetime) -> None:
-        mark_sent(self.store, [o.outbox_id for o in outcomes if o.error is None], now)
-        for outcome in outcomes:
-            if outcome.error is None:
-                continue
-            gave_up = mark_failed(
-                self.store,
-                outcome.outbox_id,
-                outcome.error,
-                permanent=outcome.permanent,
-                now=now,
-                policy=self.retry,
-            )
-            log.warning(
-                "notice %s %s: %s",
-                outcome.outbox_id,
-                "failed for good" if gave_up else "will be retried",
-                outcome.error,
-            )
+    async def _answered(self, answered: set[int], now: datetime, outcome: Outcome) -> None:
+        answered.add(outcome.outbox_id)
+        await self.recorder.record(outcome, now)

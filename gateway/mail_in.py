@@ -169,6 +169,7 @@ class MailIn:
         self.on_outcome = on_outcome  # besides /metrics (the benchmark times each decision)
         self.policy = Policy.from_config(config)
         self.settings = InboundSettings.from_config(config)
+        self.owner: int | None = None  # the worker id its claims name (store/leases.py)
         self.worker = WorkerProcess(
             "mail-in", partial(start_processing, logging.getLogger().level), enabled=offload
         )
@@ -177,7 +178,9 @@ class MailIn:
         return read_inbound(item, self.settings)
 
     def process_due(self, now: datetime | None = None) -> int:
-        elsewhere: Processed | None = self.worker.call(process_elsewhere, self.config, now)
+        elsewhere: Processed | None = self.worker.call(
+            process_elsewhere, self.config, now, self.owner
+        )
         if elsewhere is not None:
             self._counted(elsewhere.outcomes)
             for topic in elsewhere.woken:  # its commits' wake-ups, for this process's sweeps
@@ -185,7 +188,12 @@ class MailIn:
             return len(elsewhere.outcomes)
         outcomes: list[Outcome] = []
         handled = process_due(
-            self.store, self.policy, self.read, now, on_outcome=partial(_note, outcomes)
+            self.store,
+            self.policy,
+            self.read,
+            now,
+            on_outcome=partial(_note, outcomes),
+            owner=self.owner,
         )
         self._counted(outcomes)
         if handled >= BURST:
@@ -231,7 +239,7 @@ _WAKES = ("apply", "outbox", "inbox")
 _here: dict[str, tuple[MailIn, list[str]]] = {}  # in the mail-in process: its own store
 
 
-def process_elsewhere(config: Config, now: datetime | None) -> Processed:
+def process_elsewhere(config: Config, now: datetime | None, owner: int | None) -> Processed:
     """In the mail-in process: batch after batch while any is due, for PASS at most.
 
     Several batches a call: each call is a round trip through the daemon's
@@ -243,7 +251,12 @@ def process_elsewhere(config: Config, now: datetime | None) -> Processed:
     deadline = time.monotonic() + PASS
     while time.monotonic() < deadline:
         handled = process_due(
-            mail_in.store, mail_in.policy, mail_in.read, now, on_outcome=partial(_note, outcomes)
+            mail_in.store,
+            mail_in.policy,
+            mail_in.read,
+            now,
+            on_outcome=partial(_note, outcomes),
+            owner=owner,  # the daemon's: this process lives and dies with it
         )
         if handled == 0:
             break

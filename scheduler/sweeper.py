@@ -34,7 +34,14 @@ class Sweep:
 
 
 class Sweeper:
-    def __init__(self, executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(
+        self,
+        executor: ThreadPoolExecutor | None = None,
+        *,
+        outage: Callable[[BaseException], bool] | None = None,
+    ) -> None:
+        # Says whether a failure is the store being unreachable (logged once there, not here).
+        self.outage = outage or (lambda _error: False)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.executor = executor or ThreadPoolExecutor(4, thread_name_prefix="sweep")
         self.sweeps: dict[str, Sweep] = {}
@@ -78,7 +85,7 @@ class Sweeper:
             still = sorted(name for name, sweep in self.sweeps.items() if sweep.running)
             log.warning(
                 "sweeps still running after %gs, stopped anyway: %s (their work stays in the"
-                " store; rows they had leased are taken again when the lease runs out)",
+                " store; rows they had claimed are free again once this daemon is gone)",
                 timeout,
                 ", ".join(still),
             )
@@ -125,9 +132,10 @@ class Sweeper:
                     handled = await self._call(sweep, loop)
                 except asyncio.CancelledError:
                     return  # shutting down: the store keeps the work for next time
-                except Exception:
+                except Exception as error:
                     # The store keeps the work; the next tick tries again.
-                    log.exception("sweep %s failed", sweep.name)
+                    if not self.outage(error):
+                        log.exception("sweep %s failed", sweep.name)
                     return
                 sweep.runs += 1
                 sweep.handled += handled

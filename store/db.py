@@ -20,6 +20,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
+from store.health import Health
+
 WAKE = "wake"  # session.info key: the set of topics a transaction gives new work to
 APPENDS = "appends"  # session.info key: rows to insert, by table, before the next statement
 
@@ -150,6 +152,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
+        self.health = Health()  # lost / back, logged once each (store/health.py)
         self._writer = sessionmaker(
             self.engine.execution_options(immediate=True), expire_on_commit=False
         )

@@ -191,6 +191,7 @@ class OutboxMessage(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
+    claimed_by: Mapped[int | None]  # the worker sending it (status 'sending'): store/leases.py
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
@@ -214,6 +215,7 @@ class InboxMessage(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
+    claimed_by: Mapped[int | None]  # the worker processing it (status 'processing')
     outcome: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime | None]
@@ -228,3 +230,28 @@ class ImapCursor(Base):
     mailbox: Mapped[str] = mapped_column(String(512), unique=True)  # user@host/folder
     uidvalidity: Mapped[int] = mapped_column(BigInteger)  # 32-bit unsigned in IMAP
     last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Worker(Base):
+    """One running `serve` process, alive while its heartbeat is recent (store/leases.py)."""
+
+    __tablename__ = "workers"
+    # A new life never gets the id of the last one (SQLite would reuse the highest).
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance: Mapped[str] = mapped_column(String(64), index=True)  # its data folder's key
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Lease(Base):
+    """Something only one worker at a time may do (read one IMAP mailbox), and who does."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    owner: Mapped[int | None] = mapped_column(Integer)
+    held_since: Mapped[datetime]

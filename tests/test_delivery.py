@@ -25,7 +25,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 
 from config import Config, OutboundConfig
 from gateway import delivery
@@ -35,13 +35,17 @@ from gateway.delivery import Deliverer
 from gateway.render import KINDS, RenderedNotice, render_notice
 from rules.contacts import ContactType
 from rules.states import Decision, NoticeKind
+from store import leases
 from store.db import Store
 from store.models import Account, Base, OutboxMessage
 from tests.servers.smtp_sink import SmtpSink
 from workflow import requests, sweeps
 from workflow.directory import AccountChanges, update_account
 from workflow.notices import queue_notice
+from workflow.outbox import claim_due
 from workflow.policy import Policy
+
+TIMEOUT = timedelta(seconds=15)  # leases.owner_timeout's default
 
 TECH, BILLING = ContactType.TECH, ContactType.BILLING
 CODE = re.compile(r"\b[A-Z2-7]{8}-[A-Z2-7]{8}-[A-Z2-7]{8}-[A-Z2-7]{8}\b")
@@ -365,18 +369,32 @@ async def test_without_a_relay_mail_is_written_to_the_outbox_maildir(
     assert any(line.startswith("Your personal code: ") for line in raw.splitlines())
 
 
-async def test_a_lease_left_by_a_dead_daemon_is_taken_again(
+async def test_a_claim_of_a_daemon_whose_heart_stopped_is_taken_over(
     world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
 ) -> None:
     change_tech(world, policy)
-    with world.write() as session:  # a daemon claimed them, then died before sending
-        session.execute(
-            update(OutboxMessage).values(
-                status="sending", next_attempt_at=now() + timedelta(minutes=5)
-            )
-        )
+    dead = leases.register(world, "other-daemon", now())
+    assert len(claim_due(world, now(), owner=dead)) == 2  # claimed, then the daemon died
     assert await deliverer.deliver_due() == 0
-    await drain(deliverer, now() + timedelta(minutes=6))
+    # Its heartbeat is 10 s old: still alive for a 15 s timeout; nothing is taken.
+    assert leases.release_orphans(world, now() + timedelta(seconds=10), TIMEOUT)["outbox"] == 0
+    assert await deliverer.deliver_due() == 0
+    freed = leases.release_orphans(world, now() + timedelta(seconds=16), TIMEOUT)
+    assert freed["outbox"] == 2
+    await drain(deliverer)
+    assert len(smtp_sink.messages) == 2
+    assert {row.status for row in outbox_rows(world)} == {"sent"}
+
+
+async def test_a_daemon_started_again_takes_back_its_claims_at_once(
+    world: Store, policy: Policy, deliverer: Deliverer, smtp_sink: SmtpSink
+) -> None:
+    change_tech(world, policy)
+    first_life = leases.register(world, "this-data-dir", now())
+    assert len(claim_due(world, now(), owner=first_life)) == 2  # then SIGKILL
+    leases.register(world, "this-data-dir", now())  # the same data, a second later
+    assert leases.release_orphans(world, now(), TIMEOUT, heartbeats=False)["outbox"] == 2
+    await drain(deliverer)
     assert len(smtp_sink.messages) == 2
 
 
@@ -438,15 +456,17 @@ async def test_a_pass_told_to_stop_finishes_what_it_claimed_and_claims_no_more(
     change_tech(world, policy, domain="example.com")  # four batches of one
     send = deliverer.transport.send
 
-    async def stopped_while_sending(batch: Sequence[Ready]) -> list[Outcome]:
+    async def stopped_while_sending(
+        batch: Sequence[Ready], on_answer: delivery.OnAnswer | None = None
+    ) -> list[Outcome]:
         deliverer.stop_claiming()  # `serve` is stopped during the first batch
-        return await send(batch)
+        return await send(batch, on_answer)
 
     monkeypatch.setattr(deliverer.transport, "send", stopped_while_sending)
     claimed = await deliverer.deliver_due()
     statuses = sorted(row.status for row in outbox_rows(world))
     # What was claimed (the batch sent, those claimed ahead) is sent and recorded;
-    # the rest is left pending, not leased.
+    # the rest is left pending, not claimed.
     assert 1 <= claimed < 4
     assert statuses == ["pending"] * (4 - claimed) + ["sent"] * claimed
     assert len(smtp_sink.messages) == claimed

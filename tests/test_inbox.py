@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.mail_in import InboundSettings, read_inbound
+from store import leases
 from store.db import Store
 from store.models import OutboxMessage
 from tests.mail_helpers import (
@@ -380,9 +381,11 @@ def test_a_processor_that_dies_every_time_ends_in_quarantine(
 ) -> None:
     deliver(world, reply(GUESS), t0)
     now = t0
-    for _ in range(3):
-        assert len(inbox.claim_due(world, now)) == 1  # claimed, then the process "dies"
-        now += inbox.LEASE + timedelta(seconds=1)
+    for life in range(3):
+        owner = leases.register(world, f"daemon-{life}", now)
+        assert len(inbox.claim_due(world, now, owner=owner)) == 1  # claimed, then it dies
+        now += timedelta(seconds=16)  # its heartbeat is past leases.owner_timeout
+        assert leases.release_orphans(world, now, timedelta(seconds=15))["inbox"] == 1
     assert inbox.claim_due(world, now) == []
     assert inbox_rows(world)[0][0] == "quarantined"
 

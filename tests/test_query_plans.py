@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,8 +17,10 @@ from sqlalchemy import event
 
 from gateway.mail_in import InboundSettings, read_inbound
 from rules.states import Decision
+from store import leases
 from store.db import Store
 from tests.mail_helpers import codes, new_tech_request, notice_ids, reply
+from workflow import inbox, outbox
 from workflow.inbox import Received, process_due, store_received
 from workflow.policy import Policy
 from workflow.requests import decide, resend
@@ -91,3 +93,22 @@ def test_decide_and_resend_read_without_a_scan(world: Store, policy: Policy, t0:
         decide(world, code, Decision.ACCEPT, policy, now=t0)
     assert resending and deciding
     assert scans(world, resending + deciding) == []
+
+
+@sqlite_only
+def test_claims_and_their_takeover_read_by_index(
+    world: Store, policy: Policy, t0: datetime
+) -> None:
+    """The claim of due work, the heartbeat, the takeover of a dead daemon's claims."""
+    new_tech_request(world, policy, t0)  # two notices in the outbox
+    store_received(world, reply("X"), channel="smtp", envelope_from=None, recipients=[], now=t0)
+    with statements(world) as seen:
+        owner = leases.register(world, "plans", t0)
+        assert outbox.claim_due(world, t0, owner=owner)
+        assert inbox.claim_due(world, t0, owner=owner)
+        leases.beat(world, owner, "plans", t0)
+        freed = leases.release_orphans(world, t0 + timedelta(minutes=1), timedelta(seconds=15))
+        assert freed == {"outbox": 2, "inbox": 1}
+        assert leases.hold(world, "imap:box", owner, t0, timedelta(seconds=15))
+    assert seen
+    assert scans(world, seen) == []

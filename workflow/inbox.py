@@ -45,7 +45,6 @@ log = logging.getLogger("countersign.inbox")
 
 MAX_ATTEMPTS = 3
 BATCH = 20  # rows claimed per transaction; each holds a whole message in memory
-LEASE = timedelta(minutes=5)  # a claimed row is due again if its processor dies
 RETRY_AFTER = timedelta(seconds=30)  # times the attempt number
 HEADER_SCAN = 64 * 1024
 MAX_MESSAGE_ID = 250
@@ -218,9 +217,10 @@ def process_due(
     now: datetime | None = None,
     *,
     on_outcome: Callable[[Received, str], None] | None = None,
+    owner: int | None = None,
 ) -> int:
     """Process one batch of due messages; how many were claimed (the sweeper runs it again)."""
-    claimed = claim_due(store, now or utcnow())
+    claimed = claim_due(store, now or utcnow(), owner=owner)
     outcomes = _process_together(store, policy, read, claimed, now or utcnow())
     if outcomes is None:
         outcomes = [process_one(store, policy, read, item, now or utcnow()) for item in claimed]
@@ -308,8 +308,12 @@ def _act_and_close(
     return outcome
 
 
-def claim_due(store: Store, now: datetime, limit: int = BATCH) -> list[Received]:
-    """Lease due rows; one that has already had every attempt is quarantined instead.
+def claim_due(
+    store: Store, now: datetime, limit: int = BATCH, owner: int | None = None
+) -> list[Received]:
+    """Claim due rows for worker ``owner``; one that had every attempt is quarantined instead.
+
+    A claim is held while its owner's heartbeat goes on (store/leases.py).
 
     Columns, not ORM objects, and one UPDATE for the batch: the claim runs once
     per batch, in the lock that SMTP intake waits on.
@@ -318,7 +322,7 @@ def claim_due(store: Store, now: datetime, limit: int = BATCH) -> list[Received]
         due = session.execute(
             select(*_CLAIMED)
             .where(
-                InboxMessage.status.in_(("pending", "processing")),
+                InboxMessage.status == "pending",
                 InboxMessage.next_attempt_at <= now,
             )
             .order_by(InboxMessage.next_attempt_at, InboxMessage.id)
@@ -344,7 +348,7 @@ def claim_due(store: Store, now: datetime, limit: int = BATCH) -> list[Received]
                 "id": i.id,
                 "status": "processing",
                 "attempts": i.attempts,
-                "next_attempt_at": now + LEASE,
+                "claimed_by": owner,
             }
             for i in fresh
         ] + [_quarantined(i.id, i.attempts - 1, "processing never finished") for i in spent]

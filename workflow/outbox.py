@@ -1,9 +1,10 @@
 """The outbox's life: claim what is due, then record each delivery's outcome.
 
-A claimed row is leased (``status = 'sending'``, due again after the lease),
-so a daemon that dies mid-delivery leaves nothing stuck: another daemon, or
-this one restarted, takes the row again when the lease runs out, with the
-same Message-ID.  Rows are claimed ``FOR UPDATE SKIP LOCKED`` on PostgreSQL.
+A claimed row is ``status = 'sending'`` and names the worker that claimed it
+(store/leases.py), so a daemon that dies mid-delivery leaves nothing stuck:
+once its heartbeat stops, another daemon (or this one, restarted) takes the
+row again, with the same Message-ID.  Rows are claimed ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from store.models import Account, ChangeRequest, OutboxMessage, Service, Validat
 from workflow.requests import record
 from workflow.views import request_view, validator_view
 
-LEASE = timedelta(minutes=5)
 RETRY_CAP = timedelta(hours=1)
 JITTER = 0.2  # +-20%: retries of one outage do not all land in the same second
 # Not a secret, but the project draws all its randomness from the OS (as codes must).
@@ -59,8 +59,13 @@ def retry_delay(attempts: int, policy: RetryPolicy, rand: float | None = None) -
     return base * (1 + JITTER * spread)
 
 
-def claim_due(store: Store, now: datetime, limit: int = 100) -> list[Envelope]:
-    """Lease up to ``limit`` due notices and read what rendering them needs.
+def claim_due(
+    store: Store, now: datetime, limit: int = 100, owner: int | None = None
+) -> list[Envelope]:
+    """Claim up to ``limit`` due notices for worker ``owner`` and read what rendering them needs.
+
+    A claim without an owner (a test, a one-off run) is free again at the next
+    release of orphans (store.leases.release_orphans).
 
     Read as rows, in three queries a batch (the notices, their requests, the
     requests' validators): ORM objects for the same cost three times as much.
@@ -73,7 +78,7 @@ def claim_due(store: Store, now: datetime, limit: int = 100) -> list[Envelope]:
         session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_([row.id for row in rows]))
-            .values(status="sending", next_attempt_at=now + LEASE)
+            .values(status="sending", claimed_by=owner)
             .execution_options(synchronize_session=False)
         )
         requests = _request_views(session, {row.request_id for row in rows} - {None})
@@ -94,7 +99,7 @@ _DUE = (
         Account.contact_email,
     )
     .join(Account, Account.id == OutboxMessage.account_id)
-    .where(OutboxMessage.status.in_(("pending", "sending")))
+    .where(OutboxMessage.status == "pending")
     .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
     .with_for_update(skip_locked=True, of=OutboxMessage)
 )
@@ -207,6 +212,7 @@ def mark_failed(
             _give_up(session, row, error, now)
             return True
         row.status = "pending"
+        row.claimed_by = None
         row.next_attempt_at = now + retry_delay(row.attempts, policy)
         return False
 
