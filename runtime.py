@@ -100,7 +100,7 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
     sweeper.start()
     watcher = CommitWatcher(store)  # the command line's commits wake the sweeps too
     watcher.start()
-    imap = start_imap(store, config)
+    imap = start_imap(store, config, heartbeat.worker_id)
     web = start_web(store, config, sweeper, stop)
     log.info("countersign serving (database %s)", store.engine.url.render_as_string())
     try:

@@ -8,6 +8,11 @@ something changed, renewed well inside the 29 minutes a server may wait, with
 a periodic look anyway in case a notification is lost.  Any error: drop the
 connection and reconnect with a growing delay.
 
+One reader per mailbox across all daemons sharing a store: a reader reads
+only while it holds the mailbox's lease (store/leases.py), which a daemon
+whose heartbeat stopped loses to the next one that asks, within the owner
+timeout and a check.
+
 Store first, move after: a crash in between leaves stored messages in the
 folder, which the next connection moves (they are behind the cursor), and
 which the inbox's Message-ID deduplication would not act on twice anyway.
@@ -22,12 +27,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout
 
 from config import Config
+from store import leases
 from store.db import Store
 from workflow.imap_cursor import Cursor, start_cursor, store_fetched
 
@@ -82,6 +88,32 @@ class ConnectionLost(Exception):
     """The server went away while we were idling."""
 
 
+class MailboxLease:
+    """Whether this daemon is the one reading a mailbox, asked of the store."""
+
+    def __init__(self, store: Store, mailbox: str, owner: int, timeout: timedelta) -> None:
+        self.store = store
+        self.name = f"imap:{mailbox}"
+        self.owner = owner
+        self.timeout = timeout
+        self.check_every = timeout.total_seconds() / 3
+
+    def held(self) -> bool:
+        try:
+            return leases.hold(self.store, self.name, self.owner, datetime.now(UTC), self.timeout)
+        except Exception as error:
+            if not self.store.health.failed(error):
+                log.exception("IMAP: could not ask who reads %s", self.name)
+            return False  # nothing can be stored meanwhile anyway
+
+    def let_go(self) -> None:
+        try:
+            leases.let_go(self.store, self.name, self.owner)
+        except Exception as error:
+            if not self.store.health.failed(error):
+                log.exception("IMAP: could not let go of %s", self.name)
+
+
 class ImapReader(threading.Thread):
     """Reads one folder until stop(); every error ends in a reconnect, never in a dead thread."""
 
@@ -92,6 +124,7 @@ class ImapReader(threading.Thread):
         *,
         poll_every: float = POLL_EVERY,
         backoff_first: float = BACKOFF_FIRST,
+        lease: MailboxLease | None = None,
     ) -> None:
         super().__init__(name="imap-in", daemon=True)
         self.store = store
@@ -100,15 +133,19 @@ class ImapReader(threading.Thread):
         self.backoff_first = backoff_first
         self.connections = 0  # sessions opened: tests watch it across a server restart
         self.stored = 0
+        self.lease = lease  # None: the only daemon on this store, it always reads
         self._stopping = threading.Event()
+        self._last_check = 0.0
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
         self.join(timeout)
+        if self.lease is not None:
+            self.lease.let_go()  # another daemon takes the mailbox at once
 
     def run(self) -> None:
         delay = self.backoff_first
-        while not self._stopping.is_set():
+        while self._wait_for_lease():
             client: Any = None
             ready = False
             try:
@@ -123,6 +160,27 @@ class ImapReader(threading.Thread):
             finally:
                 if client is not None:
                     _close(client)
+
+    def _wait_for_lease(self) -> bool:
+        """Until this daemon may read the mailbox (or stops): False once stopping."""
+        told = False
+        while not self._stopping.is_set():
+            if self._still_reader(force=True):
+                return True
+            if not told:
+                log.info("IMAP %s: another daemon reads it; standing by", self.settings.mailbox)
+                told = True
+            assert self.lease is not None
+            self._stopping.wait(self.lease.check_every)
+        return False
+
+    def _still_reader(self, *, force: bool = False) -> bool:
+        if self.lease is None:
+            return True
+        if not force and time.monotonic() - self._last_check < self.lease.check_every:
+            return True
+        self._last_check = time.monotonic()
+        return self.lease.held()
 
     def _pause(self, error: Exception, delay: float) -> float:
         if self._stopping.is_set():
@@ -226,6 +284,8 @@ class ImapReader(threading.Thread):
         deadline = time.monotonic() + self.poll_every
         silent_returns = 0
         while not self._stopping.is_set() and time.monotonic() < deadline:
+            if not self._still_reader():
+                raise ConnectionLost("another daemon reads this mailbox now")
             started = time.monotonic()
             responses = client.idle_check(timeout=IDLE_SLICE)
             if any(_says(r, b"BYE") for r in responses):
@@ -253,10 +313,17 @@ def _close(client: Any) -> None:
             log.debug("IMAP connection not closed cleanly: %s", error)
 
 
-def start_imap(store: Store, config: Config) -> ImapReader | None:
-    """The reader thread when ``inbound.imap_host`` is set; None otherwise."""
+def start_imap(store: Store, config: Config, owner: int | None = None) -> ImapReader | None:
+    """The reader thread when ``inbound.imap_host`` is set; None otherwise.
+
+    With ``owner`` (this daemon's worker id) it reads only while it holds the mailbox's lease.
+    """
     if not config.inbound.imap_host:
         return None
-    reader = ImapReader(store, ImapSettings.from_config(config))
+    settings = ImapSettings.from_config(config)
+    lease = None
+    if owner is not None:
+        lease = MailboxLease(store, settings.mailbox, owner, config.owner_timeout)
+    reader = ImapReader(store, settings, lease=lease)
     reader.start()
     return reader

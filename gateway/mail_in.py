@@ -27,6 +27,9 @@ from gateway import metrics
 from gateway.offload import WorkerProcess, log_like_the_daemon
 from gateway.reading import read_parsed
 from store.db import Store
+from store.health import Health
+from store.leases import give_back
+from store.models import InboxMessage
 from workflow.inbox import MailReading, Received, process_due
 from workflow.policy import Policy
 
@@ -170,6 +173,7 @@ class MailIn:
         self.policy = Policy.from_config(config)
         self.settings = InboundSettings.from_config(config)
         self.owner: int | None = None  # the worker id its claims name (store/leases.py)
+        self._unclean = False  # a pass raised: what it still held is given back first
         self.worker = WorkerProcess(
             "mail-in", partial(start_processing, logging.getLogger().level), enabled=offload
         )
@@ -178,6 +182,16 @@ class MailIn:
         return read_inbound(item, self.settings)
 
     def process_due(self, now: datetime | None = None) -> int:
+        if self._unclean:  # the last pass was cut short (the store lost): its claims back
+            give_back(self.store, InboxMessage, self.owner, keep=set())
+            self._unclean = False
+        try:
+            return self._process_due(now)
+        except BaseException:
+            self._unclean = True
+            raise
+
+    def _process_due(self, now: datetime | None) -> int:
         elsewhere: Processed | None = self.worker.call(
             process_elsewhere, self.config, now, self.owner
         )
@@ -266,6 +280,7 @@ def process_elsewhere(config: Config, now: datetime | None, owner: int | None) -
 def _mail_in_here(config: Config) -> tuple[MailIn, list[str]]:
     if config.database_url not in _here:
         store = Store(config.database_url)
+        store.health = Health(quiet=True)  # the daemon logs an outage; its heartbeat, the end
         woken: list[str] = []
         for topic in _WAKES:
             store.on_commit(topic, partial(woken.append, topic))

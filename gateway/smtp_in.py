@@ -119,7 +119,9 @@ class Intake:
         if self.receive is None:
             try:
                 return list(self.receive_many(self.store, arrivals))
-            except Exception:
+            except Exception as error:
+                if self.store.health.failed(error):  # logged once; each alone would fail too
+                    return [error] * len(arrivals)
                 # One bad message must not cost its neighbours a 451: each alone.
                 log.warning("storing %s messages together failed; one by one", len(arrivals))
         return [self._write_alone(a) for a in arrivals]
@@ -187,10 +189,11 @@ class InboxHandler:
         )
         try:
             stored = await self.intake.store_one(arrival)
-        except Exception:
+        except Exception as error:
             # Answered here rather than raised: aiosmtpd would not reset the
             # transaction after an exception, and the client's next MAIL would fail.
-            log.exception("could not store a message from %s", envelope.mail_from)
+            if not self.store.health.failed(error):  # an outage is logged once, there
+                log.exception("could not store a message from %s", envelope.mail_from)
             return TEMPORARY_FAILURE
         return "250 2.0.0 OK" if stored is not None else "250 2.0.0 OK (already received)"
 
@@ -200,7 +203,7 @@ class InboxHandler:
 
 
 def make_smtp(handler: InboxHandler, config: Config) -> SMTP:
-    return SMTP(
+    server = SMTP(
         handler,
         # Named, so aiosmtpd does not ask DNS for our name on every connection.
         hostname=config.mail.domain,
@@ -211,6 +214,11 @@ def make_smtp(handler: InboxHandler, config: Config) -> SMTP:
         timeout=SESSION_TIMEOUT,
         command_call_limit=COMMAND_CALL_LIMIT,
     )
+    # aiosmtpd refuses a DATA line over 1,001 octets ("500 Line too long"); HTML-only
+    # clients and some gateways send longer ones, and Postfix takes them: so do we, up
+    # to the message's own limit.  Commands keep their limits (command_size_limit).
+    server.line_length_limit = max(SMTP.line_length_limit, config.inbound.max_bytes + 2)
+    return server
 
 
 async def start_smtp(

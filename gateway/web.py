@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from config import Config
 from gateway import metrics
 from gateway.api import Unauthorized, api_router
+from gateway.outage import install_outage_handler
 from gateway.pages import Pages, page_router
 from rules.contacts import Refusal
 from store.db import Store
@@ -69,6 +70,7 @@ _CLASSES = {
     422: "Client::ValidationError",
     429: "Client::TooManyRequests",
     500: "Server::InternalServerError",
+    503: "Server::ServiceUnavailable",
 }
 
 
@@ -158,8 +160,10 @@ def store_answers(store: Store) -> bool:
     try:
         with store.read() as session:
             session.execute(text("SELECT 1"))
-    except Exception:
-        log.warning("health: the store does not answer", exc_info=True)
+        store.health.answered()
+    except Exception as error:
+        if not store.health.failed(error):  # an outage is logged once, by the store's Health
+            log.warning("health: the store does not answer", exc_info=True)
         return False
     return True
 
@@ -195,7 +199,9 @@ def create_app(store: Store, config: Config, *, health: Callable[[], bool]) -> F
     )
     install_error_handlers(app)
     install_guard(app)
-    app.include_router(page_router(Pages(store, policy)))
+    pages = Pages(store, policy)
+    install_outage_handler(app, pages, error_response)  # 503 while the store is unreachable
+    app.include_router(page_router(pages))
     app.include_router(api_router(store, policy, config.api.keys))
     install_operations(app, store, health)
     _check_unique_operations(app)

@@ -23,7 +23,13 @@ def is_outage(error: BaseException) -> bool:
         return all(is_outage(inner) for inner in error.exceptions)
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
-    return isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError)
+    if isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError):
+        return True
+    # The drivers' own (the commit watcher talks to psycopg directly): PEP 249 names.
+    return any(cls.__name__ in _DBAPI_OUTAGES for cls in type(error).__mro__)
+
+
+_DBAPI_OUTAGES = frozenset({"OperationalError", "InterfaceError"})
 
 
 def describe(error: BaseException) -> str:
@@ -36,7 +42,8 @@ def describe(error: BaseException) -> str:
 
 
 class Health:
-    def __init__(self) -> None:
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet  # a helper process: its daemon logs the outage, once
         self._lock = threading.Lock()
         self._lost_at: float | None = None  # time.monotonic() when it was lost
 
@@ -52,12 +59,13 @@ class Health:
             if self._lost_at is not None:
                 return True
             self._lost_at = time.monotonic()
-        log.error("store lost: %s; waiting for it to come back", describe(error))
+        if not self.quiet:
+            log.error("store lost: %s; waiting for it to come back", describe(error))
         return True
 
     def answered(self) -> None:
         """The store answered: if it had been lost, say so once, with how long."""
         with self._lock:
             lost_at, self._lost_at = self._lost_at, None
-        if lost_at is not None:
+        if lost_at is not None and not self.quiet:
             log.warning("store back after %.1fs", time.monotonic() - lost_at)

@@ -45,9 +45,10 @@ class CommitWatcher:
         while not self._stop.is_set():
             try:
                 watch()
-            except Exception:
+            except Exception as error:
                 # The sweeps still run on their interval: only promptness is lost meanwhile.
-                log.warning("watching for commits failed; retrying", exc_info=True)
+                if not self.store.health.failed(error):  # an outage is logged once, there
+                    log.warning("watching for commits failed; retrying", exc_info=True)
                 self._stop.wait(RECONNECT_SECONDS)
 
     def _watch_sqlite(self) -> None:

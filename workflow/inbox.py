@@ -253,7 +253,9 @@ def _process_together(
             ]
             _close(session, claimed, outcomes, now)
             return outcomes
-    except Exception:
+    except Exception as error:
+        if store.health.failed(error):
+            raise  # the store is lost: one by one would fail the same way; the sweep stops
         log.warning("a batch of %s inbox messages failed together; one by one", len(claimed))
         return None
 
@@ -383,6 +385,8 @@ def process_one(store: Store, policy: Policy, read: Reader, item: Received, now:
         with store.write() as session:
             return _act_and_close(session, policy, item, reading, now)
     except Exception as error:
+        if store.health.failed(error):
+            raise  # not this message's fault: its claim is given back by the next pass
         log.exception("inbox message %s: attempt %s failed", item.id, item.attempts)
         return _failed(store, item, error, now)
 
