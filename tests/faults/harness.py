@@ -108,21 +108,34 @@ class Reply:
     raw: bytes
 
 
-def seed_with_replies(store: Store, requests: int) -> list[Reply]:
+def seed_with_replies(store: Store, requests: int, *, due: int = 0) -> list[Reply]:
     """``requests`` requests of two validators each, and each validator's ACCEPT reply.
 
     The codes are read from the outbox rows that will mail them (the only place
-    a plaintext code lives), before any daemon sends them.
+    a plaintext code lives), before any daemon sends them.  ``due`` more
+    requests are seeded with no reply: half due for a reminder, half to expire.
     """
-    seed_requests(store, 2 * requests)
+    seed_requests(store, 2 * (requests + 2 * due))
     with store.read() as session:
         rows = session.execute(
-            select(OutboxMessage.code, OutboxMessage.message_id, Account.email)
+            select(
+                OutboxMessage.request_id,
+                OutboxMessage.code,
+                OutboxMessage.message_id,
+                Account.email,
+            )
             .join(Account, Account.id == OutboxMessage.account_id)
             .where(OutboxMessage.code.is_not(None))
             .order_by(OutboxMessage.id)
         ).all()
-    return [_reply(n, row.code, row.message_id, row.email) for n, row in enumerate(rows)]
+    ids = sorted({row.request_id for row in rows})
+    replied = set(ids[:requests])
+    _make_due(store, ids[requests : requests + due], ids[requests + due :], utcnow())
+    return [
+        _reply(n, row.code, row.message_id, row.email)
+        for n, row in enumerate(rows)
+        if row.request_id in replied
+    ]
 
 
 def _reply(n: int, code: str, notice_id: str, sender: str, html_line: str = "") -> Reply:
@@ -137,20 +150,16 @@ def _reply(n: int, code: str, notice_id: str, sender: str, html_line: str = "") 
     return Reply(message_id, to, raw.encode())
 
 
-def make_due(store: Store, *, reminders: int, expiries: int, now: datetime) -> None:
-    """Seed requests whose reminder or expiry is already due, beside the replied ones."""
-    seed_requests(store, 2 * (reminders + expiries))
+def _make_due(store: Store, remind: list[int], expire: list[int], now: datetime) -> None:
     with store.write() as session:
-        ids = session.scalars(select(ChangeRequest.id).order_by(ChangeRequest.id.desc())).all()
-        due = list(ids[: reminders + expiries])
         session.execute(
             update(ChangeRequest)
-            .where(ChangeRequest.id.in_(due[:reminders]))
+            .where(ChangeRequest.id.in_(remind))
             .values(next_reminder_at=now - timedelta(minutes=1))
         )
         session.execute(
             update(ChangeRequest)
-            .where(ChangeRequest.id.in_(due[reminders:]))
+            .where(ChangeRequest.id.in_(expire))
             .values(expires_at=now - timedelta(minutes=1))
         )
 
@@ -352,3 +361,21 @@ def notices_due_now(store: Store) -> int:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def open_notices(store: Store, limit: int = 10) -> list[tuple[Any, ...]]:
+    """The notices not yet sent, for a failing assertion to show why."""
+    with store.read() as session:
+        rows = session.execute(
+            select(
+                OutboxMessage.id,
+                OutboxMessage.kind,
+                OutboxMessage.status,
+                OutboxMessage.attempts,
+                OutboxMessage.next_attempt_at,
+                OutboxMessage.last_error,
+            )
+            .where(OutboxMessage.status.in_(("pending", "sending")))
+            .limit(limit)
+        ).all()
+    return [tuple(row) for row in rows]
