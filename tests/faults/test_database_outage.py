@@ -1,0 +1,119 @@
+"""Show 4: the daemon's PostgreSQL stopped for 15 s during intake, on a private cluster.
+
+Meanwhile SMTP answers only 451 (never 250: nothing can be stored); the daemon
+carries on by itself when the database is back, with no restart; the relay
+receives no notice twice (deliveries answered during the outage are kept in
+memory and recorded after); the log says the store was lost once and back
+once, without a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from store.db import Store
+from store.migrate import upgrade
+from tests.conftest import missing_server
+from tests.faults import pgcluster
+from tests.faults.harness import (
+    Daemon,
+    Sender,
+    doubled,
+    open_notices,
+    seed_with_replies,
+    wait_until_settled,
+)
+from tests.servers.smtp_sink import SmtpSink
+
+pytestmark = pytest.mark.faults
+REQUESTS = 150  # 300 replies
+OUTAGE = 15.0
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ (\w+) ")
+
+
+@pytest.fixture
+def cluster() -> Iterator[pgcluster.PrivateCluster]:
+    why = pgcluster.available()
+    if why:
+        missing_server(why)
+    made = pgcluster.PrivateCluster()
+    try:
+        made.start()
+        yield made
+    finally:
+        made.remove()
+
+
+def test_a_database_outage_during_intake_answers_451_and_recovers_alone(
+    tmp_path: Path, cluster: pgcluster.PrivateCluster
+) -> None:
+    store = Store(cluster.url)
+    upgrade(store.engine)
+    replies = seed_with_replies(store, REQUESTS)
+    relay = SmtpSink()
+    relay.start()
+    daemon = Daemon(
+        "alone",
+        tmp_path,
+        cluster.url,
+        COUNTERSIGN_OUTBOUND_SMTP_HOST="127.0.0.1",
+        COUNTERSIGN_OUTBOUND_SMTP_PORT=str(relay.port),
+    )
+    sender = Sender(replies, [daemon.smtp_port], lanes=4, pace=0.1)
+    try:
+        daemon.start()
+        sender.start()
+        sender.wait_for(len(replies) // 3, timeout=120)
+        stopping = time.time()
+        cluster.stop()
+        down = time.time()
+        time.sleep(OUTAGE)
+        up = time.time()
+        cluster.start()
+        sender.finish(timeout=120)
+        counts, _ = wait_until_settled(store, lambda: sender.acked, timeout=60)
+        settled = time.time() - up
+        during = [code for at, _, code in sender.answers if down + 1 < at < up]
+        ids = [m.message_id for m in relay.messages]
+        lines = outage_lines(daemon.log(), stopping)
+        print(
+            f"\ndatabase down {OUTAGE:.0f}s: {len(during)} SMTP answers meanwhile,"
+            f" {during.count(451)} of them 451, {during.count(250)} of them 250;"
+            f"\nafter it: {len(sender.acked)} of {len(replies)} replies answered 250; {counts};"
+            f" settled {settled:.1f}s after the database came back (no restart)"
+            f"\nrelay: {len(ids)} messages, doubled {doubled(ids)};"
+            f" log lines at WARNING or above from the outage on: {len(lines)}"
+            + "".join(f"\n  {line}" for line in lines)
+        )
+        assert during and set(during) == {451}, sorted(set(during))
+        assert len(sender.acked) == len(replies)
+        assert counts.lost == counts.undecided == counts.decided_twice == counts.claimed == 0
+        assert counts.outbox_open == 0, (counts, open_notices(store))
+        assert doubled(ids) == 0
+        assert "Traceback" not in daemon.log(), daemon.log()
+        assert sum("store lost" in line for line in lines) == 1, lines
+        assert sum("store back after" in line for line in lines) == 1, lines
+        assert len(lines) <= 5, lines
+        assert daemon.stop() == 0, daemon.log()
+    finally:
+        sender.process.kill()
+        daemon.stop()
+        relay.stop()
+        store.dispose()
+
+
+def outage_lines(log: str, since: float) -> list[str]:
+    """The daemon's log lines at WARNING or above, from ``since`` (time.time()) on."""
+    start = datetime.fromtimestamp(int(since)).strftime("%Y-%m-%d %H:%M:%S")
+    found = []
+    for line in log.splitlines():
+        stamp = _STAMP.match(line)
+        if stamp and stamp[1] >= start and stamp[2] in ("WARNING", "ERROR", "CRITICAL"):
+            found.append(line)
+    return found
