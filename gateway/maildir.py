@@ -55,13 +55,18 @@ class MaildirTransport:
 
     def _write_all(self, batch: Sequence[Ready]) -> list[Outcome]:
         outcomes = []
+        full: str | None = None  # the disk stayed full: the rest of the batch waits too
         for notice in batch:
+            if full is not None:
+                outcomes.append(Outcome(notice.outbox_id, full))
+                continue
             try:
                 self._write(notice)
                 outcomes.append(Outcome(notice.outbox_id))
             except OSError as error:
                 reason = f"cannot write to {self.path}: {error.strerror or error}"
                 outcomes.append(Outcome(notice.outbox_id, reason))
+                full = reason if error.errno == errno.ENOSPC else None
         return outcomes
 
     def _write(self, notice: Ready) -> None:
