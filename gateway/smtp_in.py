@@ -13,6 +13,7 @@ next one (group commit, see Intake): each is still committed before its 250.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -202,8 +203,21 @@ class InboxHandler:
         return TEMPORARY_FAILURE
 
 
+@functools.cache
+def _smtp_class(max_bytes: int) -> type[SMTP]:
+    """aiosmtpd's SMTP with DATA lines allowed up to the message's own limit.
+
+    aiosmtpd refuses a line over 1,001 octets ("500 Line too long"); HTML-only
+    clients and some gateways send longer ones, and Postfix takes them, so we
+    do too.  The limit sizes the stream reader made in SMTP.__init__, hence a
+    class attribute; commands keep their own limits (command_size_limit).
+    """
+    limit = max(SMTP.line_length_limit, max_bytes + 2)
+    return type("LongLinesSMTP", (SMTP,), {"line_length_limit": limit})
+
+
 def make_smtp(handler: InboxHandler, config: Config) -> SMTP:
-    server = SMTP(
+    return _smtp_class(config.inbound.max_bytes)(
         handler,
         # Named, so aiosmtpd does not ask DNS for our name on every connection.
         hostname=config.mail.domain,
@@ -214,11 +228,6 @@ def make_smtp(handler: InboxHandler, config: Config) -> SMTP:
         timeout=SESSION_TIMEOUT,
         command_call_limit=COMMAND_CALL_LIMIT,
     )
-    # aiosmtpd refuses a DATA line over 1,001 octets ("500 Line too long"); HTML-only
-    # clients and some gateways send longer ones, and Postfix takes them: so do we, up
-    # to the message's own limit.  Commands keep their limits (command_size_limit).
-    server.line_length_limit = max(SMTP.line_length_limit, config.inbound.max_bytes + 2)
-    return server
 
 
 async def start_smtp(
