@@ -31,7 +31,8 @@ def install_outage_handler(app: FastAPI, pages: Pages, error_response: ErrorResp
         headers = {"Retry-After": RETRY_AFTER}
         if request.url.path.startswith("/confirm/"):
             language = preferred_language(request.headers.get("accept-language"))
-            page = pages.render("unavailable.html.j2", language, 503)
+            number = str(request.path_params.get("request_id", ""))[:20]
+            page = pages.render("unavailable.html.j2", language, 503, request_id=number)
             page.headers.update(headers)
             return page
         return error_response(503, "the store is unavailable; try again", "unavailable", headers)

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
 
 import pytest
 
@@ -64,6 +66,7 @@ def test_a_database_outage_during_intake_answers_451_and_recovers_alone(
         cluster.url,
         COUNTERSIGN_OUTBOUND_SMTP_HOST="127.0.0.1",
         COUNTERSIGN_OUTBOUND_SMTP_PORT=str(relay.port),
+        COUNTERSIGN_API_KEYS='{"ops": "fault-test-key"}',
     )
     sender = Sender(replies, [daemon.smtp_port], lanes=4, pace=0.1)
     try:
@@ -73,7 +76,9 @@ def test_a_database_outage_during_intake_answers_451_and_recovers_alone(
         stopping = time.time()
         cluster.stop()
         down = time.time()
-        time.sleep(OUTAGE)
+        time.sleep(OUTAGE / 2)
+        web_down = web_answers(daemon.web_port)
+        time.sleep(max(0.0, down + OUTAGE - time.time()))
         up = time.time()
         cluster.start()
         sender.finish(timeout=120)
@@ -82,16 +87,24 @@ def test_a_database_outage_during_intake_answers_451_and_recovers_alone(
         during = [code for at, _, code in sender.answers if down + 1 < at < up]
         ids = [m.message_id for m in relay.messages]
         lines = outage_lines(daemon.log(), stopping)
+        web_up = web_answers(daemon.web_port)
         print(
             f"\ndatabase down {OUTAGE:.0f}s: {len(during)} SMTP answers meanwhile,"
             f" {during.count(451)} of them 451, {during.count(250)} of them 250;"
             f"\nafter it: {len(sender.acked)} of {len(replies)} replies answered 250; {counts};"
             f" settled {settled:.1f}s after the database came back (no restart)"
+            f"\nweb while down: {web_down}\nweb after: {web_up}"
             f"\nrelay: {len(ids)} messages, doubled {doubled(ids)};"
             f" log lines at WARNING or above from the outage on: {len(lines)}"
             + "".join(f"\n  {line}" for line in lines)
         )
         assert during and set(during) == {451}, sorted(set(during))
+        assert web_down == {
+            "healthz": (503, "application/json"),
+            "page": (503, "text/html; charset=utf-8"),
+            "api": (503, "application/json"),
+        }, web_down
+        assert web_up["healthz"][0] == web_up["page"][0] == 200 and web_up["api"][0] == 200
         assert len(sender.acked) == len(replies)
         assert counts.lost == counts.undecided == counts.decided_twice == counts.claimed == 0
         assert counts.outbox_open == 0, (counts, open_notices(store))
@@ -106,6 +119,26 @@ def test_a_database_outage_during_intake_answers_451_and_recovers_alone(
         daemon.stop()
         relay.stop()
         store.dispose()
+
+
+def web_answers(port: int) -> dict[str, tuple[int, str]]:
+    """Status and content type of /healthz, the link's page and the API."""
+    base = f"http://127.0.0.1:{port}"
+    asked = {
+        "healthz": Request(f"{base}/healthz"),
+        "page": Request(f"{base}/confirm/1?token=x"),
+        "api": Request(
+            f"{base}/v1/contactChange/1", headers={"Authorization": "Bearer fault-test-key"}
+        ),
+    }
+    answers = {}
+    for name, request in asked.items():
+        try:
+            with urlopen(request, timeout=30) as response:
+                answers[name] = (response.status, response.headers["Content-Type"])
+        except HTTPError as error:
+            answers[name] = (error.code, error.headers["Content-Type"])
+    return answers
 
 
 def outage_lines(log: str, since: float) -> list[str]:
