@@ -54,6 +54,7 @@ def test_defaults_are_the_contracts_table() -> None:
     assert config.remind_after == (timedelta(days=2), timedelta(days=5))
     assert config.sweep_every == timedelta(seconds=30)
     assert dict(config.api.keys) == {}
+    assert config.owner_timeout == timedelta(seconds=15)
     assert load_config(env={}) == Config()
 
 
@@ -226,6 +227,8 @@ def test_bad_durations(text: str) -> None:
         ("[mail.domain]\nname = 'x'\n", {}, "mail.domain"),
         ('[api]\nkeys = "secret"\n', {}, "api.keys"),
         ("", {"COUNTERSIGN_API_KEYS": "{not json"}, "api.keys"),
+        ('[leases]\nowner_timeout = "soon"\n', {}, "leases.owner_timeout"),
+        ("", {"COUNTERSIGN_LEASES_OWNER_TIMEOUT": "1s"}, "leases.owner_timeout"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, env: dict[str, str], key: str) -> None:
