@@ -13,7 +13,8 @@ The structural cut here is the one that decides. It reads line by line:
 - an Outlook header block (From:/Sent:, De :/Envoyé :, Von:/Gesendet:), an
   "Original Message" or "Forwarded message" rule, a line of underscores, the
   "-- " signature separator, a "Sent from my iPhone" line, or any line holding
-  NOTICE_LINE_PREFIX (a copy of our own notice, marked or not) end it.
+  one of gateway.marks' notice marks (a copy of our own notice, marked or
+  not) end it.
 
 Only the first MAX_NEW_LINES non-blank lines that survive are returned.
 mailparser_reply is run as a second opinion (see library_reply) but never
@@ -27,7 +28,7 @@ import re
 from mailparser_reply import EmailReplyParser
 from mailparser_reply.parser import EmailMessage
 
-from gateway.marks import NOTICE_LINE_PREFIX
+from gateway.marks import holds_notice_mark
 
 MAX_NEW_LINES = 10
 MAX_LINES_SCANNED = 2000
@@ -129,7 +130,7 @@ def _in_quoted_signature(lines: list[str], i: int) -> bool:
 
 def _ends_new_text(lines: list[str], i: int) -> bool:
     line = lines[i]
-    if NOTICE_LINE_PREFIX in line or line == "--":
+    if holds_notice_mark(line) or line == "--":
         return True
     if _RULE.match(line) or _FORWARD_INTRO.match(line) or _UNDERSCORES.match(line):
         return True

@@ -358,3 +358,11 @@ def test_plain_alternative_is_cut_at_the_signatures_first_line() -> None:
     assert cut_plain_at(text, "Decline to compromise") == "Accept\n\n"
     assert first_signature_line("\n**--**\n  Decline to compromise  \n") == "Decline to compromise"
     assert cut_plain_at(text, "not there") == text
+
+
+@pytest.mark.parametrize(
+    "mark", ["Countersign request #12 (example.com)", "Demande Countersign n° 12"]
+)
+def test_either_languages_notice_mark_ends_the_new_text(mark: str) -> None:
+    # A notice pasted without a quote header: nothing below its mark is the sender's.
+    assert new_lines(f"Refuser\n\n{mark}\nAccepter\n") == ["Refuser"]

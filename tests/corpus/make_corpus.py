@@ -53,7 +53,7 @@ expect it, you may ignore this message or decline it.
 Countersign, contact changes for your services
 """
 
-NOTICE_FR = f"""Countersign request #12 : changement de contacts pour example.com
+NOTICE_FR = f"""Demande Countersign n° 12 (example.com)
 
 Bonjour Bob Durand,
 
@@ -587,7 +587,13 @@ def grammar() -> None:
         "notice_pasted_without_header",
         "accept",
         plain(f"Accept\n\n{NOTICE_EN}", msg.format("pasted")),
-        note="notice copied below with no quote header: NOTICE_LINE_PREFIX ends the new text",
+        note="notice copied below with no quote header: its opening mark ends the new text",
+    )
+    case(
+        "notice_fr_pasted_without_header",
+        "decline",
+        plain(f"Refuser\n\n{NOTICE_FR}", msg.format("pasted-fr")),
+        note="a French notice copied below with no quote header: its French mark ends it",
     )
 
 
