@@ -20,6 +20,7 @@ from rules.states import Decision
 from store.db import Store
 from tests.mail_helpers import codes, new_tech_request, notice_ids, reply
 from workflow.inbox import Received, process_due, store_received
+from workflow.outbox import claim_due
 from workflow.policy import Policy
 from workflow.requests import decide, resend
 
@@ -91,3 +92,13 @@ def test_decide_and_resend_read_without_a_scan(world: Store, policy: Policy, t0:
         decide(world, code, Decision.ACCEPT, policy, now=t0)
     assert resending and deciding
     assert scans(world, resending + deciding) == []
+
+
+@sqlite_only
+def test_claiming_notices_reads_without_a_scan(world: Store, policy: Policy, t0: datetime) -> None:
+    request_id = new_tech_request(world, policy, t0)
+    resend(world, request_id, policy, now=t0)
+    with statements(world) as claiming:
+        assert len(claim_due(world, t0, 10)) == 4
+    assert claiming
+    assert scans(world, claiming) == []
