@@ -18,6 +18,13 @@ from email.utils import parseaddr
 
 import html2text
 
+from gateway.reading_signatures import (
+    cut_plain_at,
+    first_signature_line,
+    signature_spans,
+    without_signatures,
+)
+
 PARSE_CAP = 512 * 1024  # bytes parsed: headers and the first parts, where a reply's text is
 MAX_MULTIPARTS = 100  # deeper or wider trees are not replies (and recurse in the stdlib parser)
 HEADER_CAP = 2000  # chars of one header value we decode; real ones are far shorter
@@ -155,15 +162,36 @@ def html_to_text(html: str) -> str:
         return ""
 
 
+def html_reply_text(markup: str) -> str:
+    """Plain text of an HTML reply, without the signatures its markup marks."""
+    return html_to_text(without_signatures(markup, signature_spans(markup))) if markup else ""
+
+
 def body_text(msg: Message) -> str:
-    """The text the sender typed: first inline text/plain part, else the first HTML one."""
+    """The text the sender typed: first inline text/plain part, else the first HTML one.
+
+    A signature that the HTML alternative marks (and the plain one may not) is
+    cut from either, wherever it stands.
+    """
+    plain: Message | None = None
     html: Message | None = None
     for part in iter_parts(msg):
         if _is_attachment(part):
             continue
         ctype = part.get_content_type()
-        if ctype == "text/plain":
-            return decode_part(part)
-        if ctype == "text/html" and html is None:
+        if ctype == "text/plain" and plain is None:
+            plain = part
+        elif ctype == "text/html" and html is None:
             html = part
-    return html_to_text(decode_part(html)) if html is not None else ""
+        if plain is not None and html is not None:
+            break
+    markup = decode_part(html) if html is not None else ""
+    if plain is None:
+        return html_reply_text(markup)
+    spans = signature_spans(markup)
+    text = decode_part(plain)
+    for start, end in spans:
+        first = first_signature_line(html_to_text(markup[start:end]))
+        if first is not None:
+            text = cut_plain_at(text, first)
+    return text

@@ -3,15 +3,18 @@
 The structural cut here is the one that decides. It reads line by line:
 
 - '>' lines are quoted: dropped, and reading goes on after them so that a
-  bottom-posted reply is found; a line glued to a quoted line (no blank line
-  between) is a badly re-wrapped piece of the quote and is dropped too;
+  bottom-posted reply is found. A line glued under a quoted line (no blank
+  line between) is a badly re-wrapped piece of the quote, dropped too, when
+  that quoted line stops mid-sentence; under a quoted line that ends one, it
+  is the sender's own text (bottom-posting as Thunderbird writes it);
 - a quote header ("On ... wrote:", "Le ... a écrit :", "Am ... schrieb ...:",
   also wrapped over two lines as Gmail does) is dropped when '>' lines follow
   it, and ends the new text when they do not (the quote follows unmarked);
 - an Outlook header block (From:/Sent:, De :/Envoyé :, Von:/Gesendet:), an
   "Original Message" or "Forwarded message" rule, a line of underscores, the
   "-- " signature separator, a "Sent from my iPhone" line, or any line holding
-  NOTICE_LINE_PREFIX (a copy of our own notice, marked or not) end it.
+  one of gateway.marks' notice marks (a copy of our own notice, marked or
+  not) end it.
 
 Only the first MAX_NEW_LINES non-blank lines that survive are returned.
 mailparser_reply is run as a second opinion (see library_reply) but never
@@ -25,11 +28,12 @@ import re
 from mailparser_reply import EmailReplyParser
 from mailparser_reply.parser import EmailMessage
 
-from gateway.marks import NOTICE_LINE_PREFIX
+from gateway.marks import holds_notice_mark
 
 MAX_NEW_LINES = 10
 MAX_LINES_SCANNED = 2000
 MAX_LINE = 1000  # chars of a line we look at; bounds every per-line regex
+SIGNATURE_LINES = 10  # how far up a quoted signature's separator is looked for
 LOOKAHEAD = 4  # lines looked at after a quote header or a From: line
 LIBRARY_LINES = 50  # mailparser_reply has cubic-time regexes: feed it a small head
 LIBRARY_LINE = 120
@@ -75,6 +79,8 @@ _FORWARD_INTRO = re.compile(
     r"|anfang der weitergeleiteten nachricht)\s*:$",
     re.I,
 )
+# How a quoted line that closes a sentence ends: . ! ? : or ; maybe before a closing quote.
+_SENTENCE_END = re.compile(r"[.!?:;…][\"'»\u201d\u2019)\]]*$")
 _UNDERSCORES = re.compile(r"^_{10,}$")
 _SENT_FROM = re.compile(
     r"^(?:sent from my\b|sent from (?:outlook|mail for|yahoo)|get outlook for\b|sent via\b"
@@ -92,9 +98,39 @@ def _is_quoted(line: str) -> bool:
     return line.startswith(">")
 
 
+def _continues_quote(lines: list[str], i: int) -> bool:
+    """Whether line i is a re-wrapped tail of the quoted line just above it.
+
+    A client that re-wraps a quote without re-marking it leaves the end of a
+    sentence on an unmarked line: the quoted line above it stops mid-sentence.
+    """
+    if i == 0 or not lines[i] or not _is_quoted(lines[i - 1]):
+        return False
+    above = _unquoted(lines[i - 1])
+    return bool(above) and not _SENTENCE_END.search(above) and not _in_quoted_signature(lines, i)
+
+
+def _unquoted(line: str) -> str:
+    return line.lstrip("> ").strip()
+
+
+def _in_quoted_signature(lines: list[str], i: int) -> bool:
+    """Whether the quoted lines just above line i follow a quoted "-- " line.
+
+    A signature's lines end no sentence, and a re-wrapped tail of one is no
+    command: the line glued under a quoted signature is the sender's own.
+    """
+    for above in reversed(lines[max(0, i - SIGNATURE_LINES) : i]):
+        if not _is_quoted(above):
+            return False
+        if _unquoted(above) == "--":
+            return True
+    return False
+
+
 def _ends_new_text(lines: list[str], i: int) -> bool:
     line = lines[i]
-    if NOTICE_LINE_PREFIX in line or line == "--":
+    if holds_notice_mark(line) or line == "--":
         return True
     if _RULE.match(line) or _FORWARD_INTRO.match(line) or _UNDERSCORES.match(line):
         return True
@@ -136,11 +172,14 @@ def new_lines(text: str) -> list[str]:
     i = 0
     while i < len(lines) and len(kept) < MAX_NEW_LINES:
         line = lines[i]
-        if _is_quoted(line) or (line and i > 0 and _is_quoted(lines[i - 1])):
+        if _is_quoted(line):
             i += 1
             continue
         if _ends_new_text(lines, i):
             break
+        if _continues_quote(lines, i):
+            i += 1
+            continue
         span = _quote_header_span(lines, i)
         if span:
             if not _quoted_follows(lines, i + span):

@@ -123,7 +123,9 @@ class ChangeRequest(Base):
     next_reminder_at: Mapped[datetime | None]
     reminders_sent: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
-    thread_root: Mapped[str | None] = mapped_column(String(255))  # Message-ID of the first mail
+    # No longer read (notices thread per recipient: workflow.outbox._thread_roots); a later
+    # migration may drop it.
+    thread_root: Mapped[str | None] = mapped_column(String(255))
 
     service: Mapped[Service] = relationship()
     from_account: Mapped[Account] = relationship(foreign_keys=[from_account_id])

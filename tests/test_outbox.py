@@ -50,10 +50,30 @@ def test_a_claimed_notice_shows_its_request_as_request_show_does(
     # The mail goes to the contact email as it is now, and threads under the first mail.
     assert resent.to_address == "fixed@example.org"
     assert resent.recipient["email"] == "new@example.com"
-    assert resent.thread_root == first[0].thread_root is not None
+    first_to_new = [e for e in first if e.recipient["email"] == "new@example.com"]
+    assert resent.thread_root == first_to_new[0].message_id != resent.message_id
     with world.read() as session:
         row = session.scalars(
             select(OutboxMessage).where(OutboxMessage.id == resent.outbox_id)
         ).one()
         assert row.status == "sending" and resent.message_id == row.message_id
         assert resent.queued_at == row.created_at and resent.code == row.code is not None
+
+
+def test_each_recipient_threads_under_a_mail_it_received(world: Store, policy: Policy) -> None:
+    now = datetime.now(UTC)
+    (made,) = requests.change_contacts(
+        world, "split.com", "admin@example.com", {TECH: "new@example.com"}, policy, now=now
+    )
+    first = {e.to_address: e for e in claim_due(world, now, 10)}
+    assert set(first) == {"admin@example.com", "new@example.com"}
+    # A first mail starts its recipient's thread: it threads under nothing else.
+    assert all(e.thread_root in (None, e.message_id) for e in first.values())
+    mark_sent(world, [e.outbox_id for e in first.values()], now)
+
+    requests.resend(world, int(made["id"]), policy)
+    later = now + timedelta(seconds=1)
+    resent = {e.to_address: e for e in claim_due(world, later, 10)}
+    assert set(resent) == set(first)
+    for address, envelope in resent.items():
+        assert envelope.thread_root == first[address].message_id

@@ -12,8 +12,14 @@ import pytest
 
 from gateway.reading import OUTCOMES, Reading, read_message
 from gateway.reading_commands import clean_subject, find_code, judge, parse_command
-from gateway.reading_mime import decode_part, header_text, html_to_text, iter_parts, parse
+from gateway.reading_mime import decode_part, header_text, html_reply_text, iter_parts, parse
 from gateway.reading_quotes import MAX_NEW_LINES, library_reply, new_lines
+from gateway.reading_signatures import (
+    cut_plain_at,
+    first_signature_line,
+    signature_spans,
+    without_signatures,
+)
 
 CORPUS = Path(__file__).parent / "corpus"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((CORPUS / "expected.json").read_text())
@@ -314,11 +320,12 @@ WITH_HTML = sorted(
 
 @pytest.mark.parametrize("name", WITH_HTML)
 def test_html_alternative_reads_the_same(name: str) -> None:
-    """Where a reply carries HTML, html2text plus the cut read it as the text part is read."""
+    """Where a reply carries HTML, it reads (signatures cut, then html2text and the cut) as the
+    text part is read."""
     html = _html_part(name)
     assert html is not None
     subject = header_text(parse((CORPUS / name).read_bytes()), "Subject")
-    verdict = judge(subject, new_lines(html_to_text(decode_part(html))))
+    verdict = judge(subject, new_lines(html_reply_text(decode_part(html))))
     assert verdict.outcome == EXPECTED[name]["outcome"]
 
 
@@ -330,3 +337,32 @@ def test_structural_cut_decides_when_the_library_disagrees() -> None:
     reading = mail(body)
     assert reading.outcome == "accept"
     assert "mailparser_reply" in reading.reason
+
+
+def test_signature_spans_cover_the_marked_elements_only() -> None:
+    html = (
+        '<div>Accept</div><div class="x gmail_signature"><div>Decline<br>to</div>'
+        "<p>compromise</div></span><p>after</p>"
+        '<blockquote><div id="x_Signature">Refuse</div></blockquote>'
+    )
+    cut = without_signatures(html, signature_spans(html))
+    assert cut == "<div>Accept</div></span><p>after</p><blockquote></blockquote>"
+
+
+def test_the_word_signature_in_text_marks_nothing() -> None:
+    assert signature_spans("<p>Accept</p><p>The signature of the contract</p>") == []
+
+
+def test_plain_alternative_is_cut_at_the_signatures_first_line() -> None:
+    text = "Accept\n\nDecline to compromise\nACME\n\n> quoted\n"
+    assert cut_plain_at(text, "Decline to compromise") == "Accept\n\n"
+    assert first_signature_line("\n**--**\n  Decline to compromise  \n") == "Decline to compromise"
+    assert cut_plain_at(text, "not there") == text
+
+
+@pytest.mark.parametrize(
+    "mark", ["Countersign request #12 (example.com)", "Demande Countersign n° 12"]
+)
+def test_either_languages_notice_mark_ends_the_new_text(mark: str) -> None:
+    # A notice pasted without a quote header: nothing below its mark is the sender's.
+    assert new_lines(f"Refuser\n\n{mark}\nAccepter\n") == ["Refuser"]

@@ -12,7 +12,7 @@ import html2text
 import jinja2
 import pytest
 
-from gateway.marks import NOTICE_LINE_PREFIX, SUBJECT_PREFIX
+from gateway.marks import NOTICE_MARKS, SUBJECT_PREFIX
 from gateway.render import KINDS, RenderedNotice, notice_language, render_notice
 
 LANGUAGES = ("en", "fr")
@@ -130,12 +130,20 @@ def test_every_kind_renders_with_mark_first(kind: str, language: str) -> None:
     notice = render_notice(kind, language, make_context())
     assert notice.subject.startswith(SUBJECT_PREFIX.format(request_id=42) + " ")
     assert len(notice.subject) > len("[Countersign #42] ") + 10
-    assert notice.text.splitlines()[0].startswith(f"{NOTICE_LINE_PREFIX}42")
-    assert any(line.startswith(f"{NOTICE_LINE_PREFIX}42") for line in notice.html.splitlines()[:12])
+    mark = f"{NOTICE_MARKS[language]}42"
+    assert notice.text.splitlines()[0].startswith(mark)
+    assert any(line.startswith(mark) for line in notice.html.splitlines()[:12])
     converted = [line for line in html_as_text(notice.html, 0).splitlines() if line.strip()]
-    assert converted[0].startswith(f"{NOTICE_LINE_PREFIX}42")
+    assert converted[0].startswith(mark)
     assert "example.com" in notice.text and "example.com" in notice.html
     assert "\n\n\n" not in notice.text
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_french_notice_opens_in_french(kind: str) -> None:
+    first = render_notice(kind, "fr", make_context()).text.splitlines()[0]
+    assert first.startswith("Demande Countersign n° 42")
+    assert "request" not in first
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

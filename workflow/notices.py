@@ -56,7 +56,5 @@ def queue_notice(
             "sent_at": None,
         },
     )
-    if request is not None and request.thread_root is None:
-        request.thread_root = message_id
     wake(session, "outbox")
     return message_id

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from store.db import Store
@@ -67,8 +67,9 @@ def claim_due(
     A claim without an owner (a test, a one-off run) is free again at the next
     release of orphans (store.leases.release_orphans).
 
-    Read as rows, in three queries a batch (the notices, their requests, the
-    requests' validators): ORM objects for the same cost three times as much.
+    Read as rows, in four queries a batch (the notices, their requests, the
+    requests' validators, each recipient's first notice): ORM objects for the
+    same cost three times as much.
     """
     with store.write() as session:
         rows = session.execute(_DUE.where(OutboxMessage.next_attempt_at <= now).limit(limit)).all()
@@ -81,8 +82,13 @@ def claim_due(
             .values(status="sending", claimed_by=owner)
             .execution_options(synchronize_session=False)
         )
-        requests = _request_views(session, {row.request_id for row in rows} - {None})
-        return [_envelope(row, requests.get(row.request_id)) for row in rows]
+        request_ids = {row.request_id for row in rows} - {None}
+        requests = _request_views(session, request_ids)
+        roots = _thread_roots(session, request_ids)
+        return [
+            _envelope(row, requests.get(row.request_id), roots.get(_thread_key(row)))
+            for row in rows
+        ]
 
 
 _DUE = (
@@ -95,6 +101,7 @@ _DUE = (
         OutboxMessage.message_id,
         OutboxMessage.created_at,
         OutboxMessage.request_id,
+        OutboxMessage.account_id,
         Account.email,
         Account.contact_email,
     )
@@ -106,8 +113,8 @@ _DUE = (
 _FROM, _TO, _ASKING = aliased(Account), aliased(Account), aliased(Account)
 
 
-def _request_views(session: Session, ids: set[int]) -> dict[int, tuple[dict[str, Any], str | None]]:
-    """Each request's view (as workflow.views shows it) and thread root, by id.
+def _request_views(session: Session, ids: set[int]) -> dict[int, dict[str, Any]]:
+    """Each request's view (as workflow.views shows it), by id.
 
     Notices of one request share its view: it is read-only from here on.
     """
@@ -125,8 +132,33 @@ def _request_views(session: Session, ids: set[int]) -> dict[int, tuple[dict[str,
             asking_account=row.asking_email,
             validators=validators[row.id],
         )
-        views[row.id] = (view, row.thread_root)
+        views[row.id] = view
     return views
+
+
+def _thread_key(row: Row[Any]) -> tuple[int, int]:
+    return (row.request_id, row.account_id)
+
+
+def _thread_roots(session: Session, ids: set[int]) -> dict[tuple[int, int], str]:
+    """The first notice of each request to each account: (request, account) -> its Message-ID.
+
+    A recipient's notices thread under a mail that recipient received, never
+    under another validator's, which their mail client has never seen.
+    """
+    if not ids:
+        return {}
+    first = (
+        select(func.min(OutboxMessage.id))
+        .where(OutboxMessage.request_id.in_(ids))
+        .group_by(OutboxMessage.request_id, OutboxMessage.account_id)
+    )
+    rows = session.execute(
+        select(OutboxMessage.request_id, OutboxMessage.account_id, OutboxMessage.message_id).where(
+            OutboxMessage.id.in_(first)
+        )
+    )
+    return {(row.request_id, row.account_id): row.message_id for row in rows}
 
 
 _VALIDATORS = (
@@ -150,7 +182,6 @@ _REQUESTS = (
         ChangeRequest.date_done,
         ChangeRequest.expires_at,
         ChangeRequest.error,
-        ChangeRequest.thread_root,
         Service.domain,
         _FROM.email.label("from_email"),
         _TO.email.label("to_email"),
@@ -163,8 +194,7 @@ _REQUESTS = (
 )
 
 
-def _envelope(row: Row[Any], request: tuple[dict[str, Any], str | None] | None) -> Envelope:
-    view, thread_root = request if request is not None else (None, None)
+def _envelope(row: Row[Any], view: dict[str, Any] | None, thread_root: str | None) -> Envelope:
     return Envelope(
         outbox_id=row.id,
         kind=row.kind,

@@ -53,7 +53,7 @@ expect it, you may ignore this message or decline it.
 Countersign, contact changes for your services
 """
 
-NOTICE_FR = f"""Countersign request #12 : changement de contacts pour example.com
+NOTICE_FR = f"""Demande Countersign n° 12 (example.com)
 
 Bonjour Bob Durand,
 
@@ -587,7 +587,13 @@ def grammar() -> None:
         "notice_pasted_without_header",
         "accept",
         plain(f"Accept\n\n{NOTICE_EN}", msg.format("pasted")),
-        note="notice copied below with no quote header: NOTICE_LINE_PREFIX ends the new text",
+        note="notice copied below with no quote header: its opening mark ends the new text",
+    )
+    case(
+        "notice_fr_pasted_without_header",
+        "decline",
+        plain(f"Refuser\n\n{NOTICE_FR}", msg.format("pasted-fr")),
+        note="a French notice copied below with no quote header: its French mark ends it",
     )
 
 
@@ -957,6 +963,170 @@ def broken() -> None:
     )
 
 
+def html_reply(new_html: str, name: str, text: str | None = None, quoted: bool = True) -> str:
+    """An HTML reply (with a plain alternative when `text` is given) quoting the notice."""
+    quote_html = (
+        f'<div class="gmail_quote"><div dir="ltr" class="gmail_attr">{GMAIL_ATTR}</div>'
+        f"<blockquote>{notice_html(NOTICE_EN)}</blockquote></div>"
+        if quoted
+        else ""
+    )
+    html = f'<html><body><div dir="ltr">{new_html}</div>{quote_html}</body></html>\n'
+    if text is None:
+        body = part(html, "text/html")
+    else:
+        body = multipart(
+            "alternative", [part(text), part(html, "text/html")], f"sig-{name}-boundary"
+        )
+    return message(body, msgid=f"<{name}@example.net>")
+
+
+def signatures() -> None:
+    """Signatures marked only by a client's markup, after the quote, and glued bottom-posts."""
+    gmail_sig = '<div class="gmail_signature" data-smartmail="gmail_signature">{0}</div>'
+    html_only = [
+        (
+            "html_gmail_signature_decline_words",
+            "accept",
+            "Accept<br><br>--<br>" + gmail_sig.format("Declined calls are returned within a day"),
+            "HTML only: Gmail's signature div holds a line starting with DECLINE",
+        ),
+        (
+            "html_gmail_signature_yes_alone",
+            "no-command",
+            "Thanks, I will check with my colleague.<br>" + gmail_sig.format("Yes<br>ACME Hosting"),
+            "HTML only: a signature of YES alone on its line is no accept",
+        ),
+        (
+            "html_outlook_signature_refuse",
+            "accept",
+            'Accept<div id="Signature"><p>Refuse nothing, deliver everything</p><p>Bob</p></div>',
+            "HTML only: Outlook's id=Signature block, no '-- ' line",
+        ),
+        (
+            "html_apple_signature_confirm",
+            "decline",
+            'Decline, I never asked for this.<div id="AppleMailSignature">'
+            "Confirm your order at acme.example</div>",
+            "HTML only: Apple Mail's AppleMailSignature block",
+        ),
+        (
+            "html_thunderbird_moz_signature",
+            "accept",
+            'Accept<pre class="moz-signature" cols="72">Reject spam, not people.</pre>',
+            "HTML only: Thunderbird's moz-signature pre",
+        ),
+        (
+            "html_signature_unclosed",
+            "decline",
+            "Decline<div class='gmail_signature'><p>Approve your budget<p>ACME",
+            "HTML only: a signature element never closed runs to the end",
+        ),
+    ]
+    for name, outcome, new_html, note in html_only:
+        case(
+            name,
+            outcome,
+            html_reply(new_html, name, quoted=name != "html_signature_unclosed"),
+            note=note,
+        )
+    multipart_sig = [
+        (
+            "multipart_gmail_signature_unmarked",
+            "accept",
+            "Accept\n\nDecline to compromise | ACME\n",
+            "Accept" + gmail_sig.format("Decline to compromise | ACME"),
+            "text+html: the plain part has no '-- '; the HTML marks the signature",
+        ),
+        (
+            "multipart_outlook_signature_unmarked",
+            "no-command",
+            "Thanks, looking into it.\n\nConfirm nothing by phone.\nBob Durand\n",
+            'Thanks, looking into it.<div id="Signature"><p>Confirm nothing by phone.</p>'
+            "<p>Bob Durand</p></div>",
+            "text+html from Outlook: its signature block starts with CONFIRM",
+        ),
+        (
+            "multipart_apple_signature_unmarked",
+            "decline",
+            "Decline\n\nAccept our apologies for any delay\nBob\n",
+            'Decline<div id="AppleMailSignature">Accept our apologies for any delay<br>Bob</div>',
+            "text+html from Apple Mail: a signature line starting with ACCEPT",
+        ),
+    ]
+    for name, outcome, text, new_html, note in multipart_sig:
+        full_text = f"{text}\n{GMAIL_ATTR}\n\n{quote(NOTICE_EN)}\n"
+        case(name, outcome, html_reply(new_html, name, text=full_text), note=note)
+    after_quote = [
+        (
+            "signature_glued_after_quote",
+            "accept",
+            f"Accept\n\n{GMAIL_ATTR}\n{quote(NOTICE_EN)}\n{SIG_SEP}\nDecline nothing, ACME\n",
+            "a '-- ' signature glued under the quoted original is never read",
+        ),
+        (
+            "bare_dashes_glued_after_quote",
+            "no-command",
+            f"{GMAIL_ATTR}\n{quote(NOTICE_EN)}\n--\nReject spam, not people\n",
+            "a bare '--' signature glued under the quote, no reply above it",
+        ),
+        (
+            "signature_after_quote_blank",
+            "no-command",
+            f"Thanks, I will come back to you.\n\n{quote(NOTICE_EN)}\n\n{SIG_SEP}\nConfirmed partner\n",
+            "a signature below the quote, a blank line between",
+        ),
+    ]
+    for name, outcome, text, note in after_quote:
+        case(name, outcome, plain(text, f"<{name}@example.net>"), note=note)
+    stripped = NOTICE_EN.split(f"\n{SIG_SEP}\n")[0].rstrip()  # Thunderbird drops a quoted signature
+    tb_attr = "On 23/11/2026 10:02, Countersign wrote:"
+    tb_attr_fr = "Le 23/11/2026 à 10:02, Countersign a écrit :"
+    stripped_fr = NOTICE_FR.split(f"\n{SIG_SEP}\n")[0].rstrip()
+    glued = [
+        (
+            "thunderbird_bottom_glued_accept",
+            "accept",
+            f"{tb_attr}\n{quote(stripped)}\nAccept\n",
+            "bottom-posted right under the quote, no blank line (Thunderbird)",
+        ),
+        (
+            "thunderbird_bottom_glued_decline_fr",
+            "decline",
+            f"{tb_attr_fr}\n{quote(stripped_fr)}\nRefuser, je n'ai rien demandé\n",
+            "French bottom-post glued under the quote",
+        ),
+        (
+            "thunderbird_bottom_glued_then_signature",
+            "accept",
+            f"{tb_attr}\n{quote(stripped)}\nAccept\n\n{SIG_SEP}\nBob\nDecline to compromise\n",
+            "glued bottom-post, then a signature with a command word",
+        ),
+        (
+            "bottom_glued_under_quoted_signature",
+            "accept",
+            f"{tb_attr}\n{quote(NOTICE_EN.rstrip())}\nAccept\n",
+            "glued under a quote that ends in the notice's own signature",
+        ),
+        (
+            "bottom_glued_under_quoted_blank",
+            "decline",
+            f"{tb_attr}\n{quote(stripped)}\n>\nDecline\n",
+            "glued under a blank quoted line",
+        ),
+    ]
+    for name, outcome, text, note in glued:
+        case(name, outcome, thunderbird_named(text, name), note=note)
+
+
+def thunderbird_named(body_text: str, name: str) -> str:
+    return message(
+        part(body_text, cte="8bit", params="; format=flowed"),
+        msgid=f"<{name}@example.net>",
+        extra=["User-Agent: Mozilla Thunderbird", "Content-Language: en-US"],
+    )
+
+
 def main() -> None:
     for old in HERE.glob("*.eml"):
         old.unlink()
@@ -966,6 +1136,7 @@ def main() -> None:
     subjects()
     machines()
     broken()
+    signatures()
     (HERE / "expected.json").write_text(json.dumps(cases, indent=2, ensure_ascii=False) + "\n")
     print(f"{len(cases)} cases written")
 
