@@ -90,6 +90,8 @@ class OutboundConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    sign_in_valid: str = "15m"  # how long a mailed sign-in link works
+    session_valid: str = "12h"  # how long a signed-in browser stays signed in
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,21 @@ class SchedulerConfig:
 class ApiConfig:
     # name -> key; TOML: [api] keys = { billing = "secret", ... }
     keys: Mapping[str, str] = field(default_factory=dict)
+    # key name -> its own limits, e.g. { panel = "open_requests_per_account=50" };
+    # a key not named here has none (it is the provider's own system).
+    key_limits: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What anyone can make Countersign send through the account pages (0: no limit)."""
+
+    sign_in_per_address: int = 3
+    sign_in_per_client: int = 10
+    sign_in_window: str = "1h"
+    open_requests_per_account: int = 20
+    mails_per_recipient: int = 10  # confirm-request and reminder mails
+    mail_window: str = "1d"
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,7 @@ class Config:
     requests: RequestsConfig = field(default_factory=RequestsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     # Derived values: the defaults that depend on other keys.
     @property
@@ -241,6 +259,10 @@ def _validate(config: Config) -> None:
         ("outbound.give_up_after", config.outbound.give_up_after),
         ("outbound.timeout", config.outbound.timeout),
         ("inbound.bad_code_window", config.inbound.bad_code_window),
+        ("web.sign_in_valid", config.web.sign_in_valid),
+        ("web.session_valid", config.web.session_valid),
+        ("limits.sign_in_window", config.limits.sign_in_window),
+        ("limits.mail_window", config.limits.mail_window),
         *(("requests.remind_after", d) for d in config.requests.remind_after),
     ):
         try:

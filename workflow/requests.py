@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from rules.contacts import ContactType, plan_change
+from rules.contacts import ContactType, PlannedRequest, plan_change
 from rules.states import (
     Decision,
     NoticeKind,
@@ -26,7 +26,7 @@ from rules.states import (
 )
 from store.db import Store, append, wake
 from store.models import Account, ChangeRequest, Event, Validator
-from workflow import throttle
+from workflow import send_limits, throttle
 from workflow.codes import hash_code, new_code, normalize_code
 from workflow.errors import BadCode, NotFound, Refusal
 from workflow.facts import (
@@ -237,8 +237,13 @@ def change_contacts(
     *,
     via: str = "cli",
     now: datetime | None = None,
+    limits: send_limits.SendLimits | None = None,
 ) -> list[dict[str, Any]]:
-    """Modify contacts: one request per distinct (from, to) pair, each asking its validators."""
+    """Modify contacts: one request per distinct (from, to) pair, each asking its validators.
+
+    With ``limits`` (the account pages, a limited API key) a change that would pass
+    one of them is refused before anything is written (workflow/send_limits.py).
+    """
     now = now or utcnow()
     with store.write() as session:
         service = find_service(session, service_name, lock=True)
@@ -255,6 +260,8 @@ def change_contacts(
             open_contact_types(session, service) if service is not None else set(),
         )
         assert service is not None  # plan_change refuses an unknown service
+        if limits is not None:
+            _check_change_limits(session, accounts, plans, now, limits)
         made = []
         for plan in plans:
             request = ChangeRequest(
@@ -278,6 +285,20 @@ def change_contacts(
                 issue_code(session, request, validator, NoticeKind.CONFIRM_REQUEST, now, policy)
             made.append(request)
         return [request_json(request) for request in made]
+
+
+def _check_change_limits(
+    session: Session,
+    accounts: dict[str, Account],
+    plans: Sequence[PlannedRequest],
+    now: datetime,
+    limits: send_limits.SendLimits,
+) -> None:
+    asking = accounts[plans[0].asking_account]
+    recipients = [accounts[email] for plan in plans for email in plan.validators]
+    send_limits.serialize(session, [f"open:{asking.email}", *send_limits.mail_keys(recipients)])
+    send_limits.check_open_requests(session, asking, len(plans), limits)
+    send_limits.check_mails(session, recipients, now, limits)
 
 
 # --- accept / decline ---------------------------------------------------------
@@ -455,7 +476,13 @@ def _after_decision(
 
 
 def resend(
-    store: Store, request_id: int, policy: Policy, *, via: str = "cli", now: datetime | None = None
+    store: Store,
+    request_id: int,
+    policy: Policy,
+    *,
+    via: str = "cli",
+    now: datetime | None = None,
+    limits: send_limits.SendLimits | None = None,
 ) -> dict[str, Any]:
     """A new code to each validator still to answer; their earlier codes die."""
     now = now or utcnow()
@@ -464,6 +491,10 @@ def resend(
         if request.state != State.VALIDATING:
             raise Refusal("closed", f"request {request.id} is already {request.state}")
         pending = [v for v in request.validators if v.decision is None]
+        if limits is not None:
+            recipients = [v.account for v in pending]
+            send_limits.serialize(session, send_limits.mail_keys(recipients))
+            send_limits.check_mails(session, recipients, now, limits)
         for validator in pending:
             issue_code(session, request, validator, NoticeKind.CONFIRM_REQUEST, now, policy)
             validator.delivery_error = None
