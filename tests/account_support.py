@@ -95,7 +95,9 @@ class Maildir:
         self.mails: list[Mail] = []
 
     def fresh(self) -> list[Mail]:
-        new = []
+        new: list[Mail] = []
+        if not (self.folder / "new").is_dir():
+            return new  # nothing delivered yet
         for path in sorted((self.folder / "new").glob("*"), key=lambda p: p.stat().st_mtime_ns):
             if path.name not in self.seen:
                 self.seen.add(path.name)
