@@ -10,6 +10,7 @@ decides a request: Accept and Decline still need the validation code.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Form, Request
@@ -195,6 +196,7 @@ def _request_routes(router: APIRouter, site: AccountSite) -> None:
         csrf: str = Form(""),
         token: str = Form(""),
         decision: str = Form(""),
+        comment: str = Form(""),
     ) -> Response:
         visit = site.visit(request)
         if not visit.csrf_ok(csrf) or visit.account is None:
@@ -203,7 +205,9 @@ def _request_routes(router: APIRouter, site: AccountSite) -> None:
         if shown is None or act not in {"decide", "resend", "cancel"}:
             return site.render(visit, "refused.html.j2", 404, reason="no-request")
         try:
-            note = _act(site, visit, shown["id"], act, token.strip(), decision)
+            # The comment on one line, as every value the store keeps.
+            answer = Answer(token.strip(), decision, " ".join(comment.split())[:500])
+            note = _act(site, visit, shown["id"], act, answer)
         except Refusal as refused:
             current = requests.show(site.store, shown["id"])
             status = refusal_status(refused)
@@ -211,8 +215,18 @@ def _request_routes(router: APIRouter, site: AccountSite) -> None:
         return site.redirect(visit, f"account/requests/{shown['id']}?note={note}")
 
 
-def _act(site: AccountSite, visit: Visit, request_id: int, act: str, token: str, how: str) -> str:
+@dataclass(frozen=True)
+class Answer:
+    """What the decision form of a request's page carries."""
+
+    token: str
+    decision: str
+    comment: str
+
+
+def _act(site: AccountSite, visit: Visit, request_id: int, act: str, answer: Answer) -> str:
     assert visit.account is not None
+    token, how = answer.token, answer.decision
     now = site.now()
     if act == "resend":
         requests.resend(site.store, request_id, site.policy, via="web", now=now, limits=site.limits)
@@ -236,6 +250,7 @@ def _act(site: AccountSite, visit: Visit, request_id: int, act: str, token: str,
         via="web",
         sender=visit.account.email,
         now=now,
+        comment=answer.comment or None,
     )
     if how == Decision.DECLINE:
         return "declined"

@@ -89,6 +89,7 @@ class AccountSite:
             session_valid=parse_duration(config.web.session_valid),
             mail_domain=config.mail.domain,
         )
+        self.minutes = max(1, int(self.settings.link_valid.total_seconds() // 60))
         self.secure = config.mail.public_url.lower().startswith("https://")
         self.clock = clock or utcnow
         self.env = page_environment()
@@ -114,7 +115,7 @@ class AccountSite:
     def render(self, visit: Visit, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         words = self.env.get_template(f"account/{visit.language}.j2").module
         html = self.env.get_template(f"account/{template}").render(
-            lang=visit.language, w=words, v=visit, root=visit.root, **values
+            lang=visit.language, w=words, v=visit, root=visit.root, minutes=self.minutes, **values
         )
         response = HTMLResponse(html, status_code=status)
         if visit.new_form_cookie:

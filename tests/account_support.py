@@ -93,6 +93,7 @@ class Maildir:
         self.folder = folder
         self.seen: set[str] = set()
         self.mails: list[Mail] = []
+        self.taken: set[int] = set()  # indexes in mails that wait_for returned
 
     def fresh(self) -> list[Mail]:
         new: list[Mail] = []
@@ -112,16 +113,13 @@ class Maildir:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.fresh()
-            for mail in self.mails:
-                if mail.kind == kind and mail.to == to and id(mail) not in _taken:
-                    _taken.add(id(mail))
+            for index, mail in enumerate(self.mails):
+                if mail.kind == kind and mail.to == to and index not in self.taken:
+                    self.taken.add(index)
                     return mail
             time.sleep(0.1)
         got = [(m.kind, m.to) for m in self.mails]
         pytest.fail(f"no {kind} mail to {to} within {timeout}s; got {got}")
-
-
-_taken: set[int] = set()
 
 
 def shot(page: Any, folder: Path | None, name: str) -> None:

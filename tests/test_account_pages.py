@@ -453,3 +453,29 @@ def test_an_api_key_has_limits_only_when_given_some(site: Site) -> None:
     )
     assert int(resend.headers["Retry-After"]) > 0
     assert api.post(f"/v1/contactChange/{task}/resendEmail", headers=own).status_code == 200
+
+
+def test_a_session_alone_never_decides_and_the_code_must_be_ones_own(site: Site) -> None:
+    client = site.browser()
+    site.sign_in(client, ADMIN)
+    assert "Your request is made" in modify(client, "example.com", contactTech=NEW).text
+    mails = {m.to: m for m in site.mail() if m.kind == "confirm-request"}
+    task = requests.list_requests(site.store, account=ADMIN)[0]["id"]
+    page = client.get(f"/account/requests/{task}")
+    path, token = f"/account/requests/{task}/decide", csrf(page.text)
+    without = client.post(path, data={"csrf": token, "decision": "accept"})
+    assert without.status_code == 400 and "Enter the validation code" in without.text
+    theirs = client.post(path, data={"csrf": token, "decision": "accept", "token": mails[NEW].code})
+    assert theirs.status_code == 400 and "not your valid code" in theirs.text
+    assert [v["decision"] for v in requests.show(site.store, task)["validators"]] == [None, None]
+
+    data = {"csrf": token, "decision": "accept", "token": mails[ADMIN].code}
+    accepted = client.post(path, data=data | {"comment": "Fine by me,\nthanks"})
+    assert "still pending validation from new@example.com" in accepted.text
+    from store.models import Event
+
+    with site.store.read() as session:
+        comments = list(session.scalars(select(Event).where(Event.kind == "comment")))
+    assert [(c.actor, c.detail) for c in comments] == [(ADMIN, {"text": "Fine by me, thanks"})]
+    used = client.post(path, data=data)
+    assert used.status_code == 409 and "already been used" in used.text

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from rules.contacts import ContactType, PlannedRequest, plan_change
+from rules.contacts import ContactType, plan_change
 from rules.states import (
     Decision,
     NoticeKind,
@@ -261,7 +261,9 @@ def change_contacts(
         )
         assert service is not None  # plan_change refuses an unknown service
         if limits is not None:
-            _check_change_limits(session, accounts, plans, now, limits)
+            recipients = [accounts[email] for plan in plans for email in plan.validators]
+            asking = accounts[plans[0].asking_account]
+            send_limits.check_change(session, asking, recipients, len(plans), now, limits)
         made = []
         for plan in plans:
             request = ChangeRequest(
@@ -285,20 +287,6 @@ def change_contacts(
                 issue_code(session, request, validator, NoticeKind.CONFIRM_REQUEST, now, policy)
             made.append(request)
         return [request_json(request) for request in made]
-
-
-def _check_change_limits(
-    session: Session,
-    accounts: dict[str, Account],
-    plans: Sequence[PlannedRequest],
-    now: datetime,
-    limits: send_limits.SendLimits,
-) -> None:
-    asking = accounts[plans[0].asking_account]
-    recipients = [accounts[email] for plan in plans for email in plan.validators]
-    send_limits.serialize(session, [f"open:{asking.email}", *send_limits.mail_keys(recipients)])
-    send_limits.check_open_requests(session, asking, len(plans), limits)
-    send_limits.check_mails(session, recipients, now, limits)
 
 
 # --- accept / decline ---------------------------------------------------------
@@ -334,8 +322,11 @@ def decide(
     via: str = "cli",
     sender: str | None = None,
     now: datetime | None = None,
+    comment: str | None = None,
 ) -> DecisionResult:
     """Accept or decline with a validation code (of ``request_id`` when given).
+
+    ``comment`` (the account pages' optional one) goes into the decision's audit event.
 
     A bad code raises BadCode, after committing what finding it out changed
     (an overdue request is expired on the spot and everyone told) and a
@@ -346,7 +337,15 @@ def decide(
     now = now or utcnow()
     with store.write() as session:
         outcome = decide_in(
-            session, code, decision, policy, request_id=request_id, via=via, sender=sender, now=now
+            session,
+            code,
+            decision,
+            policy,
+            request_id=request_id,
+            via=via,
+            sender=sender,
+            now=now,
+            comment=comment,
         )
     if isinstance(outcome, BadCode):
         raise outcome
@@ -363,6 +362,7 @@ def decide_in(
     via: str,
     sender: str | None,
     now: datetime,
+    comment: str | None = None,
 ) -> DecisionResult | BadCode:
     """decide's work inside the caller's transaction; a bad code is returned, not raised.
 
@@ -379,7 +379,18 @@ def decide_in(
             limit=policy.bad_code_limit,
             window=policy.bad_code_window,
         )
-        return _decide(session, code, decision, policy, request_id, via, sender, now)
+        result = _decide(session, code, decision, policy, request_id, via, sender, now)
+        if comment:
+            record(
+                session,
+                "comment",
+                now,
+                request=session.get(ChangeRequest, result.request["id"]),
+                actor=result.account,
+                via=via,
+                text=comment,
+            )
+        return result
     except BadCode as bad:
         if bad.code != "locked":
             # Counted against the request only if it exists (the event row points at it).
@@ -492,9 +503,7 @@ def resend(
             raise Refusal("closed", f"request {request.id} is already {request.state}")
         pending = [v for v in request.validators if v.decision is None]
         if limits is not None:
-            recipients = [v.account for v in pending]
-            send_limits.serialize(session, send_limits.mail_keys(recipients))
-            send_limits.check_mails(session, recipients, now, limits)
+            send_limits.check_resend(session, [v.account for v in pending], now, limits)
         for validator in pending:
             issue_code(session, request, validator, NoticeKind.CONFIRM_REQUEST, now, policy)
             validator.delivery_error = None

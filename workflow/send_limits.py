@@ -197,8 +197,30 @@ def _mail_times(session: Session, address: str, since: datetime) -> list[datetim
     )
 
 
-def mail_keys(recipients: Iterable[Account]) -> list[str]:
+def _mail_keys(recipients: Iterable[Account]) -> list[str]:
     return [f"mails:{account.mail_address.strip().lower()}" for account in recipients]
+
+
+def check_change(
+    session: Session,
+    asking: Account,
+    recipients: list[Account],
+    adding: int,
+    now: datetime,
+    limits: SendLimits,
+) -> None:
+    """A change making ``adding`` requests that mail a code to each of ``recipients``."""
+    serialize(session, [f"open:{asking.email}", *_mail_keys(recipients)])
+    check_open_requests(session, asking, adding, limits)
+    check_mails(session, recipients, now, limits)
+
+
+def check_resend(
+    session: Session, recipients: list[Account], now: datetime, limits: SendLimits
+) -> None:
+    """A resend mailing a new code to each of ``recipients``."""
+    serialize(session, _mail_keys(recipients))
+    check_mails(session, recipients, now, limits)
 
 
 def limits_for(keys: Mapping[str, SendLimits], key: str | None) -> SendLimits | None:
