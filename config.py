@@ -114,6 +114,23 @@ class ApiConfig:
     key_limits: Mapping[str, str] = field(default_factory=dict)
 
 
+KEY_LIMIT_NAMES = ("open_requests_per_account", "mails_per_recipient")
+
+
+def parse_key_limits(key: str, spec: str) -> dict[str, int]:
+    """``"open_requests_per_account=50, mails_per_recipient=100"`` as a dict."""
+    values: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, number = (part.strip() for part in item.partition("="))
+        if name not in KEY_LIMIT_NAMES or not number.isdigit():
+            raise ConfigError(
+                f"api.key_limits.{key}: expected name=N with name one of "
+                f"{', '.join(KEY_LIMIT_NAMES)}, got {item!r}"
+            )
+        values[name] = int(number)
+    return values
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     """What anyone can make Countersign send through the account pages (0: no limit)."""
@@ -269,6 +286,8 @@ def _validate(config: Config) -> None:
             parse_duration(value)
         except ConfigError as error:
             raise ConfigError(f"{key}: {error}") from None
+    for key, spec in config.api.key_limits.items():
+        parse_key_limits(key, spec)
     if config.sweep_every <= timedelta(0):
         raise ConfigError("scheduler.sweep_every: must be more than 0s")
 

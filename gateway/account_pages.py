@@ -87,6 +87,8 @@ def _sign_in_routes(router: APIRouter, site: AccountSite) -> None:
         if isinstance(outcome, str):
             return site.render(visit, "continue.html.j2", 410, state=outcome)
         secret, account = outcome
+        # A browser holds one session: any earlier one (another account's too) ends.
+        sign_in.sign_out(site.store, request.cookies.get(SESSION_COOKIE, ""), site.now())
         log.info("web: %s signed in", account.email)
         response = site.redirect(visit, "account/contacts")
         max_age = int(site.settings.session_valid.total_seconds())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,14 @@ from workflow.sign_in import SignedIn, SignInSettings
 SESSION_COOKIE = "countersign_session"
 FORM_COOKIE = "countersign_form"
 COOKIE_PATH = "/account"
+
+
+_SIGN_IN_PATH = re.compile(r"(/account/sign-in/)[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    """``path`` with any sign-in token taken out: a log line must not sign anyone in."""
+    return _SIGN_IN_PATH.sub(r"\1<token>", path)
 
 
 def csrf_token(secret: str) -> str:

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from config import Config
 from gateway import metrics
 from gateway.account_pages import account_router
-from gateway.account_web import AccountSite
+from gateway.account_web import AccountSite, loggable_path
 from gateway.api import Unauthorized, api_router
 from gateway.pages import Pages, page_router
 from rules.contacts import Refusal
@@ -128,7 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail), code, dict(exc.headers or {}))
 
     async def on_crash(request: Request, exc: Exception) -> Response:
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        log.error("%s %s failed", request.method, loggable_path(request.url.path), exc_info=exc)
         return error_response(500, "internal error", "internal")
 
     app.add_exception_handler(Refusal, on_refusal)
@@ -153,7 +153,7 @@ def install_guard(app: FastAPI) -> None:
         log.info(
             "%s %s %d %.0fms%s",
             request.method,
-            request.url.path,
+            loggable_path(request.url.path),
             response.status_code,
             (time.monotonic() - started) * 1000,
             f" key={key}" if key else "",

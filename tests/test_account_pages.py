@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -113,6 +114,14 @@ def site(world: Store, tmp_path: Path) -> Iterator[Site]:
         client.close()
 
 
+def every_link(mail: Mail) -> set[str]:
+    """Every http(s) link in the mail, its text and its HTML."""
+    html = mail.message.get_body(preferencelist=("html",))
+    assert html is not None
+    found = re.findall(r"https?://[^\s\"'<>]+", mail.text + str(html.get_content()))
+    return {link.replace("&amp;", "&") for link in found}
+
+
 def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
     with store.read() as session:
         return {
@@ -148,6 +157,21 @@ def test_the_same_answer_for_an_unknown_address_and_no_mail_to_it(site: Site) ->
     # The token is not at rest: only its hash, and the outbox copy went with the mail.
     token = mail.sign_in_link.rsplit("/", 1)[1]
     assert token not in repr(snapshot(site.store))
+
+
+def test_no_log_line_holds_a_token_or_a_cookie(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = site.browser()
+    site.sign_in(client, ADMIN)
+    client.get("/account/contacts")
+    (link,) = [m.sign_in_link for m in site.maildir.mails if m.kind == "sign-in"]
+    secrets = [link.rsplit("/", 1)[1], str(client.cookies.get("countersign_session"))]
+    # Every logger but the test client's own (httpx logs each URL it asks for).
+    lines = [r.getMessage() for r in caplog.records if not r.name.startswith("httpx")]
+    assert any("/account/sign-in/<token>" in line for line in lines)
+    assert not [line for line in lines for secret in secrets if secret in line]
 
 
 def test_a_french_account_gets_french(site: Site) -> None:
@@ -294,7 +318,8 @@ def test_no_get_of_any_page_or_mailed_link_changes_anything(site: Site) -> None:
              "/account/contacts/example.com", "/account/requests",
              "/account/requests?state=validatingByCustomers", f"/account/requests/{task}",
              f"/account/requests/{task}?note=resent", "/static/countersign.css"]  # fmt: skip
-    links = [local(m.sign_in_link if m.kind == "sign-in" else m.confirm_link) for m in mails]
+    links = sorted({local(link) for m in mails for link in every_link(m)})
+    assert len(links) == 3  # two confirmation links and the sign-in link
     scanner = site.browser()
     for path in pages + links:
         for who in (client, scanner):

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
-from config import Config, ConfigError, parse_duration
+from config import Config, parse_duration, parse_key_limits
 from rules.states import OPEN_STATES, NoticeKind
 from store.models import Account, ChangeRequest, OutboxMessage, SignInLink
 from workflow.errors import Refusal
@@ -57,26 +57,15 @@ class SendLimits:
 
 
 NO_LIMITS = SendLimits()
-_KEY_LIMIT_NAMES = ("open_requests_per_account", "mails_per_recipient")
 
 
 def key_limits(config: Config) -> dict[str, SendLimits]:
-    """Each API key's own limits from ``api.key_limits`` ("name=N, ..." per key)."""
+    """Each API key's own limits from ``api.key_limits`` (checked by load_config)."""
     window = parse_duration(config.limits.mail_window)
-    found = {}
-    for key, spec in config.api.key_limits.items():
-        values: dict[str, int] = {}
-        for item in filter(None, (part.strip() for part in spec.split(","))):
-            name, _, number = item.partition("=")
-            name = name.strip()
-            if name not in _KEY_LIMIT_NAMES or not number.strip().isdigit():
-                raise ConfigError(
-                    f"api.key_limits.{key}: expected name=N with name one of "
-                    f"{', '.join(_KEY_LIMIT_NAMES)}, got {item!r}"
-                )
-            values[name] = int(number)
-        found[key] = replace(NO_LIMITS, mail_window=window, **values)  # type: ignore[arg-type]
-    return found
+    return {
+        key: replace(NO_LIMITS, mail_window=window, **parse_key_limits(key, spec))  # type: ignore[arg-type]
+        for key, spec in config.api.key_limits.items()
+    }
 
 
 class LimitReached(Refusal):
