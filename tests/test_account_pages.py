@@ -504,3 +504,41 @@ def test_a_session_alone_never_decides_and_the_code_must_be_ones_own(site: Site)
     assert [(c.actor, c.detail) for c in comments] == [(ADMIN, {"text": "Fine by me, thanks"})]
     used = client.post(path, data=data)
     assert used.status_code == 409 and "already been used" in used.text
+
+
+def test_two_daemons_share_the_counts_and_a_race_passes_no_limit(
+    world: Store, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from store.models import SignInLink
+    from workflow import sign_in
+    from workflow.send_limits import LimitReached, SendLimits
+
+    first, second = Site(world, make_config(tmp_path)), Site(world, make_config(tmp_path))
+    assert first.ask_link(first.browser(), ADMIN).status_code == 200
+    assert second.ask_link(second.browser(), ADMIN).status_code == 200
+    assert first.ask_link(first.browser(), ADMIN).status_code == 200
+    assert second.ask_link(second.browser(), ADMIN).status_code == 429  # counted together
+
+    # Eight asks at once for one address, two left in the window: two pass, six are refused.
+    limits = SendLimits(sign_in_per_address=5)
+    start = Barrier(8)
+
+    def ask(_: int) -> str:
+        start.wait()
+        try:
+            sign_in.ask(world, NEW, None, T0, sign_in.SignInSettings(), limits)
+        except LimitReached:
+            return "refused"
+        return "mailed"
+
+    for _ in range(3):
+        sign_in.ask(world, NEW, None, T0, sign_in.SignInSettings(), limits)
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = sorted(pool.map(ask, range(8)))
+    assert outcomes == ["mailed"] * 2 + ["refused"] * 6
+    with world.read() as session:
+        links = session.scalars(select(SignInLink).where(SignInLink.address == NEW)).all()
+    assert len(links) == 5
