@@ -267,3 +267,8 @@ class WebSession(Base):
     ended_at: Mapped[datetime | None]
 
     account: Mapped[Account] = relationship()
+
+
+# The send limits count code mails by recipient address (workflow/send_limits.py):
+# the accounts whose contact email is that address are found by this index.
+Index("ix_accounts_contact_email", Account.contact_email)

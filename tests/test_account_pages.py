@@ -542,3 +542,21 @@ def test_two_daemons_share_the_counts_and_a_race_passes_no_limit(
     with world.read() as session:
         links = session.scalars(select(SignInLink).where(SignInLink.address == NEW)).all()
     assert len(links) == 5
+
+
+def test_code_mails_count_by_the_address_they_go_to(world: Store, tmp_path: Path) -> None:
+    from workflow.directory import AccountChanges, update_account
+
+    for account in (NEW, TECH):  # two accounts, one mailbox
+        update_account(world, account, AccountChanges(contact_email="Shared@Example.net"))
+    update_account(world, ADMIN, AccountChanges(contact_email="zz-admin@example.com"))
+    site = Site(world, make_config(tmp_path, mails_per_recipient=2))
+    client = site.browser()
+    site.sign_in(client, ADMIN)
+    assert "Your request is made" in modify(client, "example.com", contactTech=NEW).text
+    assert "Your request is made" in modify(client, "example.com", contactBilling=TECH).text
+    refused = modify(client, "split.com", contactBilling=NEW)
+    assert refused.status_code == 429
+    assert "validation emails to one address in a day" in refused.text
+    mails = [m.to for m in site.mail() if m.kind == "confirm-request"]
+    assert sorted(mails) == ["shared@example.net"] * 2 + ["zz-admin@example.com"] * 2

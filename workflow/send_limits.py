@@ -172,8 +172,12 @@ def check_mails(
 
 def _mail_times(session: Session, address: str, since: datetime) -> list[datetime]:
     # Every account whose mail goes to this address counts: one inbox, one limit.
+    # (Contact emails are stored lowercased, like primary ones: both are indexed.)
     holders = select(Account.id).where(
-        or_(Account.email == address, func.lower(Account.contact_email) == address)
+        or_(
+            Account.contact_email == address,
+            (Account.email == address) & Account.contact_email.is_(None),
+        )
     )
     return list(
         session.scalars(

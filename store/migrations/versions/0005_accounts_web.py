@@ -17,6 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("accounts", schema=None) as batch_op:
+        batch_op.create_index("ix_accounts_contact_email", ["contact_email"])
     op.create_table(
         "sign_in_links",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -62,3 +64,5 @@ def downgrade() -> None:
         batch_op.drop_index("ix_sign_in_links_client_at")
         batch_op.drop_index("ix_sign_in_links_address_at")
     op.drop_table("sign_in_links")
+    with op.batch_alter_table("accounts", schema=None) as batch_op:
+        batch_op.drop_index("ix_accounts_contact_email")
