@@ -90,6 +90,8 @@ class OutboundConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    sign_in_valid: str = "15m"  # how long a mailed sign-in link works
+    session_valid: str = "12h"  # how long a signed-in browser stays signed in
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,38 @@ class LeasesConfig:
 class ApiConfig:
     # name -> key; TOML: [api] keys = { billing = "secret", ... }
     keys: Mapping[str, str] = field(default_factory=dict)
+    # key name -> its own limits, e.g. { panel = "open_requests_per_account=50" };
+    # a key not named here has none (it is the provider's own system).
+    key_limits: Mapping[str, str] = field(default_factory=dict)
+
+
+KEY_LIMIT_NAMES = ("open_requests_per_account", "mails_per_recipient")
+
+
+def parse_key_limits(key: str, spec: str) -> dict[str, int]:
+    """``"open_requests_per_account=50, mails_per_recipient=100"`` as a dict."""
+    values: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, number = (part.strip() for part in item.partition("="))
+        if name not in KEY_LIMIT_NAMES or not number.isdigit():
+            raise ConfigError(
+                f"api.key_limits.{key}: expected name=N with name one of "
+                f"{', '.join(KEY_LIMIT_NAMES)}, got {item!r}"
+            )
+        values[name] = int(number)
+    return values
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What anyone can make Countersign send through the account pages (0: no limit)."""
+
+    sign_in_per_address: int = 3
+    sign_in_per_client: int = 10
+    sign_in_window: str = "1h"
+    open_requests_per_account: int = 20
+    mails_per_recipient: int = 10  # confirm-request and reminder mails
+    mail_window: str = "1d"
 
 
 @dataclass(frozen=True)
@@ -127,6 +161,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     leases: LeasesConfig = field(default_factory=LeasesConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     # Derived values: the defaults that depend on other keys.
     @property
@@ -253,12 +288,18 @@ def _validate(config: Config) -> None:
         ("outbound.timeout", config.outbound.timeout),
         ("inbound.bad_code_window", config.inbound.bad_code_window),
         ("leases.owner_timeout", config.leases.owner_timeout),
+        ("web.sign_in_valid", config.web.sign_in_valid),
+        ("web.session_valid", config.web.session_valid),
+        ("limits.sign_in_window", config.limits.sign_in_window),
+        ("limits.mail_window", config.limits.mail_window),
         *(("requests.remind_after", d) for d in config.requests.remind_after),
     ):
         try:
             parse_duration(value)
         except ConfigError as error:
             raise ConfigError(f"{key}: {error}") from None
+    for key, spec in config.api.key_limits.items():
+        parse_key_limits(key, spec)
     if config.sweep_every <= timedelta(0):
         raise ConfigError("scheduler.sweep_every: must be more than 0s")
     if config.owner_timeout < timedelta(seconds=3):

@@ -28,6 +28,7 @@ from workflow import directory, records, requests
 from workflow.errors import BadCode, NotFound
 from workflow.facts import normalize_email
 from workflow.policy import Policy
+from workflow.send_limits import SendLimits
 
 log = logging.getLogger("countersign.api")
 
@@ -200,25 +201,57 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ApiError} for status in (401, 422, *statuses)}
 
 
-def api_router(store: Store, policy: Policy, keys: Mapping[str, str]) -> APIRouter:
+def api_router(
+    store: Store,
+    policy: Policy,
+    keys: Mapping[str, str],
+    key_limits: Mapping[str, SendLimits] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> APIRouter:
+    """``key_limits``: the send limits of the keys that have some (workflow/send_limits)."""
     router = APIRouter(prefix="/v1", dependencies=[Depends(key_checker(keys))])
-    _request_routes(router, store, policy)
+    _request_routes(router, store, policy, _Limited(key_limits or {}, clock))
     _record_routes(router, store)
     return router
 
 
-def _request_routes(router: APIRouter, store: Store, policy: Policy) -> None:
+class _Limited:
+    """Each key's own send limits (none unless configured) and the clock they count by."""
+
+    def __init__(
+        self, limits: Mapping[str, SendLimits], clock: Callable[[], datetime] | None
+    ) -> None:
+        self.limits = limits
+        self.clock = clock
+
+    def of(self, request: Request) -> SendLimits | None:
+        return self.limits.get(getattr(request.state, "api_key", None) or "")
+
+    def now(self) -> datetime | None:
+        return self.clock() if self.clock is not None else None
+
+
+def _request_routes(router: APIRouter, store: Store, policy: Policy, limited: _Limited) -> None:
     @router.post(
         "/service/{serviceName}/changeContact",
         response_model=list[int],
-        responses=_errors(400, 404, 409),
+        responses=_errors(400, 404, 409, 429),
         tags=["contactChange"],
         summary="Ask for a change of contacts; returns the new task ids",
     )
-    def change_contact(serviceName: ServicePath, body: ChangeContactBody) -> list[int]:
+    def change_contact(
+        request: Request, serviceName: ServicePath, body: ChangeContactBody
+    ) -> list[int]:
         wanted = {t: email for t in CONTACT_TYPES if (email := getattr(body, str(t))) is not None}
         made = requests.change_contacts(
-            store, serviceName, body.askingAccount, wanted, policy, via="api"
+            store,
+            serviceName,
+            body.askingAccount,
+            wanted,
+            policy,
+            via="api",
+            now=limited.now(),
+            limits=limited.of(request),
         )
         return [r["id"] for r in made]
 
@@ -253,12 +286,14 @@ def _request_routes(router: APIRouter, store: Store, policy: Policy) -> None:
     @router.post(
         "/contactChange/{id}/resendEmail",
         response_model=ContactChange,
-        responses=_errors(404, 409),
+        responses=_errors(404, 409, 429),
         tags=["contactChange"],
         summary="A new code to every validator still to answer",
     )
-    def resend_email(id: TaskId) -> dict[str, Any]:
-        return requests.resend(store, id, policy, via="api")
+    def resend_email(request: Request, id: TaskId) -> dict[str, Any]:
+        return requests.resend(
+            store, id, policy, via="api", now=limited.now(), limits=limited.of(request)
+        )
 
     @router.post(
         "/contactChange/{id}/cancel",

@@ -16,7 +16,7 @@ from email.utils import parseaddr
 from config import Config
 from gateway.compose import as_bytes, compose_notice
 from gateway.render import render_notice, warm_templates
-from rules.states import CODE_NOTICES
+from rules.states import CODE_NOTICES, NoticeKind
 from workflow.outbox import Envelope
 
 log = logging.getLogger("countersign.delivery")
@@ -71,14 +71,19 @@ def compose(envelope: Envelope, settings: MailSettings) -> Message:
     code = envelope.code if envelope.kind in CODE_NOTICES else None
     request_id = envelope.request["id"] if envelope.request else 0
     reply_address = f"{settings.reply_local}+{code}@{settings.domain}" if code else None
+    link = f"{settings.public_url}/confirm/{request_id}?token={code}" if code else None
+    if envelope.kind == NoticeKind.SIGN_IN and envelope.code:
+        # Its token is no validation code: no reply address, a link to the account pages.
+        link = f"{settings.public_url}/account/sign-in/{envelope.code}"
     context = {
         "request": envelope.request,
         "recipient": envelope.recipient,
         "code": code,
-        "link": f"{settings.public_url}/confirm/{request_id}?token={code}" if code else None,
+        "link": link,
         "reply_address": reply_address,
         "reason": envelope.context.get("reason"),
         "reason_code": envelope.context.get("reason_code"),
+        "valid_minutes": envelope.context.get("valid_minutes"),
         "public_url": settings.public_url,
     }
     notice = render_notice(envelope.kind, envelope.language, context)

@@ -31,6 +31,7 @@ KINDS = frozenset(
         "aborted",
         "error",
         "command-result",
+        "sign-in",
     }
 )
 CONTACT_TYPES = frozenset({"contactAdmin", "contactTech", "contactBilling"})
@@ -163,7 +164,8 @@ def _key(name: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
 
 
 def _subject(kind: str, request: Any, words: _Words) -> str:
-    prefix = SUBJECT_PREFIX.format(request_id=request["id"])
+    # A sign-in belongs to no request: its tag has no number.
+    prefix = SUBJECT_PREFIX.format(request_id=request["id"]) if request else "[Countersign]"
     # The macro spans lines for reading; a header is one line, single-spaced.
     return " ".join(f"{prefix} {words.subject(kind, request)}".split())
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -25,12 +26,16 @@ from starlette.exceptions import HTTPException
 
 from config import Config
 from gateway import metrics
+from gateway.account_pages import account_router
+from gateway.account_web import AccountSite, loggable_path
 from gateway.api import Unauthorized, api_router
 from gateway.outage import install_outage_handler
 from gateway.pages import Pages, page_router
 from rules.contacts import Refusal
 from store.db import Store
 from workflow.policy import Policy
+from workflow.requests import utcnow
+from workflow.send_limits import LimitReached, key_limits
 
 log = logging.getLogger("countersign.web")
 
@@ -77,7 +82,7 @@ _CLASSES = {
 def refusal_status(code: str) -> int:
     if code in {"not-found", "unknown-service"}:
         return 404
-    if code == "locked":
+    if code in {"locked", "limit-reached"}:
         return 429
     return 409 if code in _CONFLICTS else 400
 
@@ -107,7 +112,9 @@ def _validation_message(error: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_refusal(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)
-        return error_response(refusal_status(exc.code), exc.message, exc.code)
+        retry = exc.retry_after(utcnow()) if isinstance(exc, LimitReached) else None
+        headers = {"Retry-After": str(retry)} if retry else None
+        return error_response(refusal_status(exc.code), exc.message, exc.code, headers)
 
     async def on_unauthorized(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Unauthorized)
@@ -123,7 +130,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail), code, dict(exc.headers or {}))
 
     async def on_crash(request: Request, exc: Exception) -> Response:
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        log.error("%s %s failed", request.method, loggable_path(request.url.path), exc_info=exc)
         return error_response(500, "internal error", "internal")
 
     app.add_exception_handler(Refusal, on_refusal)
@@ -148,7 +155,7 @@ def install_guard(app: FastAPI) -> None:
         log.info(
             "%s %s %d %.0fms%s",
             request.method,
-            request.url.path,
+            loggable_path(request.url.path),
             response.status_code,
             (time.monotonic() - started) * 1000,
             f" key={key}" if key else "",
@@ -182,8 +189,17 @@ def install_operations(app: FastAPI, store: Store, health: Callable[[], bool]) -
         return Response(metrics.scrape(registry), media_type=metrics.CONTENT_TYPE_LATEST)
 
 
-def create_app(store: Store, config: Config, *, health: Callable[[], bool]) -> FastAPI:
-    """The whole web face of one daemon: page, API, health and metrics."""
+def create_app(
+    store: Store,
+    config: Config,
+    *,
+    health: Callable[[], bool],
+    clock: Callable[[], datetime] | None = None,
+) -> FastAPI:
+    """The whole web face of one daemon: pages, API, health and metrics.
+
+    ``clock`` is for tests: the account pages and the API's limits read it.
+    """
     policy = Policy.from_config(config)
     app = FastAPI(
         title="Countersign",
@@ -202,7 +218,8 @@ def create_app(store: Store, config: Config, *, health: Callable[[], bool]) -> F
     pages = Pages(store, policy)
     install_outage_handler(app, pages, error_response)  # 503 while the store is unreachable
     app.include_router(page_router(pages))
-    app.include_router(api_router(store, policy, config.api.keys))
+    app.include_router(account_router(AccountSite(store, config, clock)))
+    app.include_router(api_router(store, policy, config.api.keys, key_limits(config), clock))
     install_operations(app, store, health)
     _check_unique_operations(app)
     return app

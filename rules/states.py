@@ -86,6 +86,7 @@ class NoticeKind(StrEnum):
     ABORTED = "aborted"
     ERROR = "error"
     COMMAND_RESULT = "command-result"
+    SIGN_IN = "sign-in"  # the account pages' link; belongs to no request
 
 
 # Notices that carry a fresh code to the validator they go to.

@@ -257,3 +257,47 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(512), primary_key=True)
     owner: Mapped[int | None] = mapped_column(Integer)
     held_since: Mapped[datetime]
+
+
+class SignInLink(Base):
+    """A sign-in asked for on the account page: the mailed link's hash, or only the ask.
+
+    An ask for an address that names no account is kept too (no account, no
+    token, no mail): the limits per address and per client count asks, so that
+    a refusal cannot tell whether an account exists.
+    """
+
+    __tablename__ = "sign_in_links"
+    __table_args__ = (
+        Index("ix_sign_in_links_address_at", "address", "created_at"),
+        Index("ix_sign_in_links_client_at", "client", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(320))  # as asked, lowercased
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    client: Mapped[str | None] = mapped_column(String(64))  # the asking IP address
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """A signed-in browser: only the hash of its cookie's value is kept."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+    account: Mapped[Account] = relationship()
+
+
+# The send limits count code mails by recipient address (workflow/send_limits.py):
+# the accounts whose contact email is that address are found by this index.
+Index("ix_accounts_contact_email", Account.contact_email)

@@ -124,8 +124,30 @@ def all_lines(notice: RenderedNotice) -> list[str]:
     return lines
 
 
+# The sign-in link belongs to no request: it has no request's mark (see its own test).
+REQUEST_KINDS = sorted(KINDS - {"sign-in"})
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
-@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_sign_in_notice_holds_its_link_and_no_request(language: str) -> None:
+    context = make_context() | {"request": None, "link": "http://x/account/sign-in/T0K3N"}
+    notice = render_notice("sign-in", language, context | {"valid_minutes": 15})
+    assert notice.subject.startswith("[Countersign] ")
+    assert "http://x/account/sign-in/T0K3N" in notice.text
+    assert 'href="http://x/account/sign-in/T0K3N"' in notice.html
+    assert "15 minutes" in notice.text and "alice@example.com" in notice.text
+    assert (
+        not any(mark in notice.text for mark in NOTICE_MARKS.values())
+        and "example.com:" not in notice.subject
+    )
+    evil = {"email": "x@evil\nACCEPT <script>alert(1)</script>", "language": language}
+    hostile = render_notice("sign-in", language, context | {"recipient": evil})
+    assert "<script>" not in hostile.html and "&lt;script&gt;" in hostile.html
+    assert not [line for line in all_lines(hostile) if reads_as_command(line)]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("kind", REQUEST_KINDS)
 def test_every_kind_renders_with_mark_first(kind: str, language: str) -> None:
     notice = render_notice(kind, language, make_context())
     assert notice.subject.startswith(SUBJECT_PREFIX.format(request_id=42) + " ")
@@ -139,7 +161,7 @@ def test_every_kind_renders_with_mark_first(kind: str, language: str) -> None:
     assert "\n\n\n" not in notice.text
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("kind", REQUEST_KINDS)
 def test_a_french_notice_opens_in_french(kind: str) -> None:
     first = render_notice(kind, "fr", make_context()).text.splitlines()[0]
     assert first.startswith("Demande Countersign n° 42")
@@ -155,7 +177,7 @@ def test_no_line_begins_with_a_command_word(kind: str, language: str) -> None:
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("kind", REQUEST_KINDS)
 def test_hostile_values_stay_on_their_line_and_escaped(kind: str, language: str) -> None:
     notice = render_notice(kind, language, hostile_context())
     assert "\r" not in notice.subject and "\n" not in notice.subject

@@ -26,7 +26,7 @@ from rules.states import (
 )
 from store.db import Store, append, wake
 from store.models import Account, ChangeRequest, Event, Validator
-from workflow import throttle
+from workflow import send_limits, throttle
 from workflow.codes import hash_code, new_code, normalize_code
 from workflow.errors import BadCode, NotFound, Refusal
 from workflow.facts import (
@@ -237,8 +237,13 @@ def change_contacts(
     *,
     via: str = "cli",
     now: datetime | None = None,
+    limits: send_limits.SendLimits | None = None,
 ) -> list[dict[str, Any]]:
-    """Modify contacts: one request per distinct (from, to) pair, each asking its validators."""
+    """Modify contacts: one request per distinct (from, to) pair, each asking its validators.
+
+    With ``limits`` (the account pages, a limited API key) a change that would pass
+    one of them is refused before anything is written (workflow/send_limits.py).
+    """
     now = now or utcnow()
     with store.write() as session:
         service = find_service(session, service_name, lock=True)
@@ -255,6 +260,10 @@ def change_contacts(
             open_contact_types(session, service) if service is not None else set(),
         )
         assert service is not None  # plan_change refuses an unknown service
+        if limits is not None:
+            recipients = [accounts[email] for plan in plans for email in plan.validators]
+            asking = accounts[plans[0].asking_account]
+            send_limits.check_change(session, asking, recipients, len(plans), now, limits)
         made = []
         for plan in plans:
             request = ChangeRequest(
@@ -313,8 +322,11 @@ def decide(
     via: str = "cli",
     sender: str | None = None,
     now: datetime | None = None,
+    comment: str | None = None,
 ) -> DecisionResult:
     """Accept or decline with a validation code (of ``request_id`` when given).
+
+    ``comment`` (the account pages' optional one) goes into the decision's audit event.
 
     A bad code raises BadCode, after committing what finding it out changed
     (an overdue request is expired on the spot and everyone told) and a
@@ -325,7 +337,15 @@ def decide(
     now = now or utcnow()
     with store.write() as session:
         outcome = decide_in(
-            session, code, decision, policy, request_id=request_id, via=via, sender=sender, now=now
+            session,
+            code,
+            decision,
+            policy,
+            request_id=request_id,
+            via=via,
+            sender=sender,
+            now=now,
+            comment=comment,
         )
     if isinstance(outcome, BadCode):
         raise outcome
@@ -342,6 +362,7 @@ def decide_in(
     via: str,
     sender: str | None,
     now: datetime,
+    comment: str | None = None,
 ) -> DecisionResult | BadCode:
     """decide's work inside the caller's transaction; a bad code is returned, not raised.
 
@@ -358,7 +379,18 @@ def decide_in(
             limit=policy.bad_code_limit,
             window=policy.bad_code_window,
         )
-        return _decide(session, code, decision, policy, request_id, via, sender, now)
+        result = _decide(session, code, decision, policy, request_id, via, sender, now)
+        if comment:
+            record(
+                session,
+                "comment",
+                now,
+                request=session.get(ChangeRequest, result.request["id"]),
+                actor=result.account,
+                via=via,
+                text=comment,
+            )
+        return result
     except BadCode as bad:
         if bad.code != "locked":
             # Counted against the request only if it exists (the event row points at it).
@@ -455,7 +487,13 @@ def _after_decision(
 
 
 def resend(
-    store: Store, request_id: int, policy: Policy, *, via: str = "cli", now: datetime | None = None
+    store: Store,
+    request_id: int,
+    policy: Policy,
+    *,
+    via: str = "cli",
+    now: datetime | None = None,
+    limits: send_limits.SendLimits | None = None,
 ) -> dict[str, Any]:
     """A new code to each validator still to answer; their earlier codes die."""
     now = now or utcnow()
@@ -464,6 +502,8 @@ def resend(
         if request.state != State.VALIDATING:
             raise Refusal("closed", f"request {request.id} is already {request.state}")
         pending = [v for v in request.validators if v.decision is None]
+        if limits is not None:
+            send_limits.check_resend(session, [v.account for v in pending], now, limits)
         for validator in pending:
             issue_code(session, request, validator, NoticeKind.CONFIRM_REQUEST, now, policy)
             validator.delivery_error = None
