@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {
     "rules": 0,
     "config": 0,
+    "config_check": 0,
     "store": 1,
     "workflow": 2,
     "templates": 2,
@@ -19,6 +20,7 @@ FLOORS = {
     "scheduler": 3,
     "daemon": 4,
     "runtime": 4,
+    "cli": 4,
 }
 # rules/ decides from facts: nothing that does I/O, keeps time or talks to a database.
 PURE_ALLOWED = {"__future__", "collections", "dataclasses", "decimal", "enum", "typing", "rules"}
@@ -26,8 +28,8 @@ PURE_ALLOWED = {"__future__", "collections", "dataclasses", "decimal", "enum", "
 
 def modules() -> list[tuple[str, Path]]:
     found = [("daemon", ROOT / "daemon.py"), ("runtime", ROOT / "runtime.py")]
-    found += [("config", ROOT / "config.py")]
-    for package in ("rules", "store", "workflow", "templates", "gateway", "scheduler"):
+    found += [("config", ROOT / "config.py"), ("config_check", ROOT / "config_check.py")]
+    for package in ("rules", "store", "workflow", "templates", "gateway", "scheduler", "cli"):
         found += [(package, path) for path in sorted((ROOT / package).rglob("*.py"))]
     return found
 
