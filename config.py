@@ -115,6 +115,7 @@ class ApiConfig:
 @dataclass(frozen=True)
 class Config:
     data_dir: str = "./var"
+    log_level: str = "info"  # --log-level and -v win; SIGHUP reads it again
     shutdown_grace: str = "10s"  # how long a stop waits for the work in hand
     retention: str = ""  # e.g. "90d": serve purges finished requests older than that daily
     database: DatabaseConfig = field(default_factory=DatabaseConfig)

@@ -292,4 +292,9 @@ _SINGLE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "mail.reply_local": _reply_local,
     "api.keys": _api_keys,
     "database.url": lambda url: database_problem(str(url)),
+    "log_level": lambda level: (
+        None
+        if str(level) in {"debug", "info", "warning", "error"}
+        else f"must be one of debug, info, warning, error, got {level!r}"
+    ),
 }

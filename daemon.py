@@ -7,8 +7,8 @@ its answer (``--json``: one JSON document on stdout).  Exit status: 0 done,
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -17,6 +17,7 @@ import click
 
 from cli.base import App, acts, emit, fail, installed_version, json_option, pass_app
 from cli.config_cmd import config_group
+from cli.serve_cmd import serve
 from rules.contacts import ContactType
 from rules.states import Decision, State
 from store.migrate import current_revision, upgrade
@@ -36,6 +37,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 cli.add_command(config_group)
+cli.add_command(serve)
 
 
 # --- human-readable views --------------------------------------------------------
@@ -404,22 +406,6 @@ def inbox_retry(app: App, inbox_id: int, as_json: bool) -> None:
     emit(as_json, shown, lambda: [f"inbox message {inbox_id} will be processed again"])
 
 
-@cli.command("serve")
-@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
-@pass_app
-@acts
-def serve(app: App, verbose: bool) -> None:
-    """Run the daemon (Ctrl-C or SIGTERM stops it cleanly)."""
-    # Imported here: the servers and their libraries cost every other command ~0.7 s.
-    from runtime import StartupError, configure_logging, serve_until_signalled
-
-    configure_logging(verbose)
-    try:
-        asyncio.run(serve_until_signalled(app.config))
-    except StartupError as error:
-        fail(str(error))
-
-
 # --- entry point -------------------------------------------------------------------
 
 
@@ -449,6 +435,8 @@ def hoist_config(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's errors become one line on stderr (2 for usage)."""
+    # Owner only: the database, its journal, the Maildir and the logs hold personal data.
+    os.umask(0o077)
     try:
         args = hoist_config(sys.argv[1:] if argv is None else argv)
         cli.main(args=args, prog_name="countersign", standalone_mode=False)

@@ -9,32 +9,34 @@ that the other commands do not import the servers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import signal
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from config import Config
+from cli.service import ServeOptions, Service
+from config import ApiConfig, Config, parse_duration
 from gateway.delivery import Deliverer
 from gateway.imap_in import start_imap
 from gateway.mail_in import MailIn
-from gateway.offload import LOG_FORMAT
 from gateway.smtp_in import start_smtp
 from gateway.web import create_app, serve_web
 from scheduler.sweeper import Sweeper
 from store.db import Store
-from store.migrate import upgrade
+from store.migrate import SchemaBehind, ensure_schema
 from store.watch import CommitWatcher
 from workflow import sweeps
 from workflow.policy import Policy
 
 log = logging.getLogger("countersign")
-# Stopping waits this long for the sweeps in hand (an outbox pass sending and recording
-# its batches); a relay that hangs cannot hold the stop for longer than that.
-DRAIN_SECONDS = 10.0
 
 
 class StartupError(Exception):
     """The daemon cannot start (a port taken, ...): one line for the operator."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: MailIn) -> Sweeper:
@@ -53,12 +55,16 @@ def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: M
 
 
 def start_web(
-    store: Store, config: Config, sweeper: Sweeper, stop: asyncio.Event
+    store: Store, config: Config, sweeper: Sweeper | None, stop: asyncio.Event, ready: asyncio.Event
 ) -> asyncio.Task[None]:
     """The link's page, the API, /healthz and /metrics; a web server that dies stops the daemon."""
-    app = create_app(store, config, health=lambda: bool(sweeper.scheduler.running))
-    web = asyncio.create_task(serve_web(app, config.web.host, config.web.port, stop), name="web")
+    health = (lambda: bool(sweeper.scheduler.running)) if sweeper is not None else (lambda: True)
+    app = create_app(store, config, health=health)
+    web = asyncio.create_task(
+        serve_web(app, config.web.host, config.web.port, stop, listening=ready), name="web"
+    )
     web.add_done_callback(lambda _: stop.set())
+    web.add_done_callback(lambda _: ready.set())  # a web server that failed is not waited for
     return web
 
 
@@ -73,61 +79,78 @@ async def listen_smtp(store: Store, config: Config) -> asyncio.Server:
         ) from None
 
 
-async def run_daemon(config: Config, stop: asyncio.Event) -> None:
-    """Everything on one asyncio loop until ``stop`` is set."""
-    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+async def open_store(config: Config, options: ServeOptions) -> Store:
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     store = Store(config.database_url)
-    await asyncio.to_thread(upgrade, store.engine)
-    smtp = await listen_smtp(store, config)
+    try:
+        await asyncio.to_thread(ensure_schema, store.engine, migrate=options.migrate)
+    except SchemaBehind as error:
+        store.dispose()
+        raise StartupError(str(error), 2) from None
+    return store
+
+
+async def run_daemon(config: Config, stop: asyncio.Event, service: Service | None = None) -> None:
+    """Everything on one asyncio loop until ``stop`` is set; only the doors asked for."""
+    service = service or Service(config, ServeOptions(), stop)
+    doors = service.options.doors
+    # The API reads its keys from the service's dict, which SIGHUP changes in place.
+    config = dataclasses.replace(config, api=ApiConfig(keys=service.api_keys))
+    store = await open_store(config, service.options)
+    smtp = await listen_smtp(store, config) if "smtp" in doors else None
     # Kept: each may run a process (composing, reading) to stop at the end.
     deliverer = Deliverer(store, config)
     mail_in = MailIn(store, config)
-    sweeper = build_sweeper(store, config, deliverer, mail_in)
-    sweeper.start()
+    sweeper = build_sweeper(store, config, deliverer, mail_in) if "sweeps" in doors else None
     watcher = CommitWatcher(store)  # the command line's commits wake the sweeps too
-    watcher.start()
-    imap = start_imap(store, config)
-    web = start_web(store, config, sweeper, stop)
+    if sweeper is not None:
+        sweeper.start()
+        watcher.start()
+    imap = start_imap(store, config) if "imap" in doors else None
+    web_ready = asyncio.Event()
+    web = start_web(store, config, sweeper, stop, web_ready) if "web" in doors else None
+    await web_ready.wait() if web is not None else None
     log.info("countersign serving (database %s)", store.engine.url.render_as_string())
+    if not stop.is_set():
+        up = {"smtp": smtp, "imap": imap, "web": web, "sweeps": sweeper}
+        service.ready(sorted(door for door, running in up.items() if running is not None))
+    watchdog = asyncio.create_task(service.watchdog(), name="watchdog")
     try:
         await stop.wait()
     finally:
         log.info("stopping")
+        service.stopping()
+        grace = parse_duration(config.shutdown_grace).total_seconds()
         # First: the outbox pass in hand ends after its claimed batches, not the whole backlog.
         deliverer.stop_claiming()
         stop.set()  # the web server stops on it too, after the requests in flight
-        await asyncio.wait({web})
-        smtp.close()
+        await asyncio.wait({t for t in (web, watchdog) if t is not None})
+        if smtp is not None:
+            smtp.close()
         if imap is not None:
             await asyncio.to_thread(imap.stop)
-        await asyncio.to_thread(watcher.stop)
-        await sweeper.drain(DRAIN_SECONDS)
-        sweeper.shutdown()
+        if sweeper is not None:
+            await asyncio.to_thread(watcher.stop)
+            await sweeper.drain(grace)
+            sweeper.shutdown()
         await asyncio.to_thread(deliverer.close)  # after the notices it is composing
         await asyncio.to_thread(mail_in.close)
         store.dispose()
-    if not web.cancelled() and web.exception() is not None:
+    if web is not None and not web.cancelled() and web.exception() is not None:
         raise StartupError(str(web.exception()))
 
 
-async def serve_until_signalled(config: Config) -> None:
+async def serve_until_signalled(
+    config: Config,
+    options: ServeOptions | None = None,
+    secrets: Callable[[Config], Iterable[str | None]] | None = None,
+) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await run_daemon(config, stop)
-
-
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=LOG_FORMAT,
-    )
-    if not verbose:
-        # APScheduler logs every run of every job at INFO: a line a second per sweep.
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    # flufl.bounce logs at ERROR whenever one of its detectors trips on odd mail;
-    # reading.py already treats that mail as automated, so it is noise here.
-    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
-    # aiosmtpd logs every SMTP command at INFO: lines by the thousand under load.
-    logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    service = Service(config, options or ServeOptions(), stop)
+    if secrets is not None:
+        service.secrets = secrets
+    service.install_signals(asyncio.get_running_loop())
+    try:
+        await run_daemon(config, stop, service)
+    finally:
+        service.notifier.close()

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config import Config, ConfigError, load_config
 from rules.contacts import Refusal
 from store.db import Store
-from store.migrate import is_current, upgrade
+from store.migrate import SchemaBehind, ensure_schema, is_current
 from workflow.policy import Policy
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,9 +51,10 @@ class App:
     def store(self, *, migrate: bool = True) -> Store:
         if self._store is None:
             self._store = Store(self.config.database_url)
-            # A fresh install works straight away: the schema is made on first use.
+            # A fresh install works straight away: the schema is made on first use
+            # (and upgraded, on SQLite; PostgreSQL's moves only on `db upgrade`).
             if migrate and not is_current(self._store.engine):
-                upgrade(self._store.engine)
+                ensure_schema(self._store.engine)
         return self._store
 
 
@@ -74,6 +75,8 @@ def acts(function: F) -> F:
             fail(refusal.message)
         except ConfigError as error:
             fail(f"configuration: {error}", 2)
+        except SchemaBehind as error:
+            fail(str(error), 2)
         except SQLAlchemyError as error:
             fail(f"database: {str(error).splitlines()[0]}")
         except OSError as error:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -103,8 +104,11 @@ def _validation_message(error: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_refusal(_request: Request, exc: Exception) -> Response:
+    async def on_refusal(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)
+        door = "api" if request.url.path.startswith("/v1/") else "web"
+        where = {"door": door, "request": request.path_params.get("id"), "event": "refused"}
+        log.info("%s %s refused: %s", request.method, request.url.path, exc.code, extra=where)
         return error_response(refusal_status(exc.code), exc.message, exc.code)
 
     async def on_unauthorized(_request: Request, exc: Exception) -> Response:
@@ -217,9 +221,16 @@ class WebServerError(RuntimeError):
 class _Server(uvicorn.Server):
     """uvicorn without its signal handlers: the daemon owns SIGINT and SIGTERM."""
 
+    listening: asyncio.Event | None = None  # set once the socket is bound (systemd's READY)
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.listening is not None:
+            self.listening.set()
 
 
 class _NoAccessLog(logging.Filter):
@@ -250,9 +261,17 @@ def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     return _Server(config)
 
 
-async def serve_web(app: FastAPI, host: str, port: int, stop: asyncio.Event) -> None:
+async def serve_web(
+    app: FastAPI,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    listening: asyncio.Event | None = None,
+) -> None:
     """Serve until ``stop`` is set; WebServerError if it cannot listen or dies early."""
     server = make_server(app, host, port)
+    if isinstance(server, _Server):
+        server.listening = listening
     serving = asyncio.create_task(_serve(server, host, port), name="web")
     stopping = asyncio.create_task(stop.wait())
     try:

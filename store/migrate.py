@@ -36,3 +36,29 @@ def current_revision(engine: Engine) -> str | None:
 
 def is_current(engine: Engine) -> bool:
     return current_revision(engine) == head_revision(engine)
+
+
+class SchemaBehind(Exception):
+    """A PostgreSQL schema older than this version's: only an explicit upgrade moves it."""
+
+
+def ensure_schema(engine: Engine, *, migrate: bool = False) -> None:
+    """Make the schema usable, as far as this process may.
+
+    SQLite is the embedded default: it creates and upgrades its own schema, on
+    `serve` and on every command.  A PostgreSQL database is shared by daemons
+    of possibly different versions, so its schema moves only on `db upgrade` or
+    `serve --migrate`; an empty one is given its schema (nothing to upgrade),
+    an older one is refused.
+    """
+    if migrate or engine.dialect.name == "sqlite":
+        upgrade(engine)
+        return
+    current, head = current_revision(engine), head_revision(engine)
+    if current is None:
+        upgrade(engine)
+    elif current != head:
+        raise SchemaBehind(
+            f"the database schema is at revision {current}, this version needs {head}:"
+            " run 'countersign db upgrade' (or 'countersign serve --migrate')"
+        )
