@@ -366,8 +366,8 @@ def decide_in(
         if bad.code == "locked":
             # Not an event (a guesser could fill the trail), but the operator sees it.
             log.warning(
-                "request %s: code refused unlooked-at, sender or request locked out",
-                request_id,
+                "%s: code refused unlooked-at, sender or request locked out",
+                f"request {request_id}" if request_id is not None else "no request",
                 extra={
                     "event": "locked-out",
                     "request": request_id,
