@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from cli import db_cmd, operate
 from cli.base import App, acts, emit, fail, installed_version, json_option, pass_app
 from cli.config_cmd import config_group
 from cli.serve_cmd import serve
@@ -38,6 +39,8 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 cli.add_command(config_group)
 cli.add_command(serve)
+for command in (operate.status, operate.outbox_group, operate.audit, operate.purge):
+    cli.add_command(command)
 
 
 # --- human-readable views --------------------------------------------------------
@@ -96,6 +99,10 @@ def db_upgrade(app: App, as_json: bool) -> None:
     after = current_revision(engine)
     done = {"revision": after, "previousRevision": before, "upgraded": before != after}
     emit(as_json, done, lambda: [f"database is up to date (revision {after})"])
+
+
+db.add_command(db_cmd.db_current)
+db.add_command(db_cmd.db_check)
 
 
 # --- accounts and services ---------------------------------------------------------

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from pathlib import Path
 
 from cli.service import ServeOptions, Service
@@ -19,6 +20,7 @@ from config import ApiConfig, Config, parse_duration
 from gateway.delivery import Deliverer
 from gateway.imap_in import start_imap
 from gateway.mail_in import MailIn
+from gateway.retention import daily_purge
 from gateway.smtp_in import start_smtp
 from gateway.web import create_app, serve_web
 from scheduler.sweeper import Sweeper
@@ -48,6 +50,8 @@ def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: M
     sweeper.add("remind", lambda: sweeps.remind_due(store, policy), every)
     sweeper.add("outbox", deliverer.deliver_due, every)
     sweeper.add("inbox", mail_in.process_due, every)
+    if config.retention:
+        sweeper.add("retention", lambda: daily_purge(store, config), timedelta(days=1))
     store.on_commit("apply", lambda: sweeper.wake("apply"))
     store.on_commit("outbox", lambda: sweeper.wake("outbox"))
     store.on_commit("inbox", lambda: sweeper.wake("inbox"))

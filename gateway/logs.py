@@ -44,6 +44,7 @@ _NOISY = {
     "httpx": logging.WARNING,
     "asyncio": logging.INFO,
     "apscheduler": logging.WARNING,  # a line per run of every job at INFO
+    "alembic": logging.WARNING,  # store/migrate.py says in one line what it upgraded
     "flufl.bounce": logging.CRITICAL,  # trips on odd mail that reading treats as automated
 }
 _PATTERNS = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -11,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger("countersign.store")
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -51,13 +53,13 @@ def ensure_schema(engine: Engine, *, migrate: bool = False) -> None:
     `serve --migrate`; an empty one is given its schema (nothing to upgrade),
     an older one is refused.
     """
-    if migrate or engine.dialect.name == "sqlite":
-        upgrade(engine)
-        return
     current, head = current_revision(engine), head_revision(engine)
-    if current is None:
+    if current == head:
+        return
+    if migrate or engine.dialect.name == "sqlite" or current is None:
         upgrade(engine)
-    elif current != head:
+        log.info("database schema upgraded from revision %s to %s", current or "none", head)
+    else:
         raise SchemaBehind(
             f"the database schema is at revision {current}, this version needs {head}:"
             " run 'countersign db upgrade' (or 'countersign serve --migrate')"
