@@ -12,17 +12,19 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cli.service import ServeOptions, Service
 from config import ApiConfig, Config, parse_duration
+from gateway import metrics
 from gateway.delivery import Deliverer
-from gateway.imap_in import start_imap
+from gateway.imap_in import ImapReader, start_imap
 from gateway.mail_in import MailIn
 from gateway.retention import daily_purge
 from gateway.smtp_in import start_smtp
-from gateway.web import create_app, serve_web
+from gateway.web import Health, create_app, create_metrics_app, serve_web
 from scheduler.sweeper import Sweeper
 from store.db import Store
 from store.migrate import SchemaBehind, ensure_schema
@@ -59,10 +61,9 @@ def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: M
 
 
 def start_web(
-    store: Store, config: Config, sweeper: Sweeper | None, stop: asyncio.Event, ready: asyncio.Event
+    store: Store, config: Config, health: Health, stop: asyncio.Event, ready: asyncio.Event
 ) -> asyncio.Task[None]:
     """The link's page, the API, /healthz and /metrics; a web server that dies stops the daemon."""
-    health = (lambda: bool(sweeper.scheduler.running)) if sweeper is not None else (lambda: True)
     app = create_app(store, config, health=health)
     web = asyncio.create_task(
         serve_web(app, config.web.host, config.web.port, stop, listening=ready), name="web"
@@ -70,6 +71,38 @@ def start_web(
     web.add_done_callback(lambda _: stop.set())
     web.add_done_callback(lambda _: ready.set())  # a web server that failed is not waited for
     return web
+
+
+def start_metrics(store: Store, config: Config, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """/metrics on a listener of its own, when `web.metrics_port` is set."""
+    if not config.web.metrics_port:
+        return None
+    host = config.web.metrics_host or config.web.host
+    app = create_metrics_app(store)
+    task = asyncio.create_task(serve_web(app, host, config.web.metrics_port, stop), name="metrics")
+    task.add_done_callback(lambda _: stop.set())
+    return task
+
+
+def door_health(
+    sweeper: Sweeper | None, smtp: asyncio.Server | None, imap: ImapReader | None
+) -> Health:
+    """/healthz's view of this daemon: each door it runs, the relay's last attempt."""
+
+    def check() -> dict[str, Any]:
+        checks: dict[str, Any] = {"loops": sweeper is None or bool(sweeper.scheduler.running)}
+        if smtp is not None:
+            checks["smtp"] = smtp.is_serving()
+        if imap is not None:
+            checks["imap"] = imap.reading
+        last = dict(metrics.last_delivery)
+        if last:
+            at = datetime.fromtimestamp(float(str(last["at"])), UTC)
+            ok = last["outcome"] == "sent"
+            checks["relay"] = {"ok": ok, "lastAttempt": at.isoformat(), "outcome": last["outcome"]}
+        return checks
+
+    return check
 
 
 async def listen_smtp(store: Store, config: Config) -> asyncio.Server:
@@ -112,8 +145,10 @@ async def run_daemon(config: Config, stop: asyncio.Event, service: Service | Non
         watcher.start()
     imap = start_imap(store, config) if "imap" in doors else None
     web_ready = asyncio.Event()
-    web = start_web(store, config, sweeper, stop, web_ready) if "web" in doors else None
+    health = door_health(sweeper, smtp, imap)
+    web = start_web(store, config, health, stop, web_ready) if "web" in doors else None
     await web_ready.wait() if web is not None else None
+    metrics_web = start_metrics(store, config, stop) if "web" in doors else None
     log.info("countersign serving (database %s)", store.engine.url.render_as_string())
     if not stop.is_set():
         up = {"smtp": smtp, "imap": imap, "web": web, "sweeps": sweeper}
@@ -128,7 +163,7 @@ async def run_daemon(config: Config, stop: asyncio.Event, service: Service | Non
         # First: the outbox pass in hand ends after its claimed batches, not the whole backlog.
         deliverer.stop_claiming()
         stop.set()  # the web server stops on it too, after the requests in flight
-        await asyncio.wait({t for t in (web, watchdog) if t is not None})
+        await asyncio.wait({t for t in (web, metrics_web, watchdog) if t is not None})
         if smtp is not None:
             smtp.close()
         if imap is not None:

@@ -99,6 +99,7 @@ class ImapReader(threading.Thread):
         self.poll_every = min(poll_every, IDLE_RENEW)
         self.backoff_first = backoff_first
         self.connections = 0  # sessions opened: tests watch it across a server restart
+        self.reading = False  # logged in with the folder selected: /healthz reports it
         self.stored = 0
         self._stopping = threading.Event()
 
@@ -115,12 +116,13 @@ class ImapReader(threading.Thread):
                 client = self._connect()
                 self.connections += 1
                 cursor = self._select(client)
-                ready = True
+                ready = self.reading = True
                 self._serve(client, cursor)
             except Exception as error:
                 # A session that got as far as its folder worked: the delays start over.
                 delay = self._pause(error, self.backoff_first if ready else delay)
             finally:
+                self.reading = False
                 if client is not None:
                     _close(client)
 

@@ -14,7 +14,8 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -168,21 +169,49 @@ def store_answers(store: Store) -> bool:
     return True
 
 
-def install_operations(app: FastAPI, store: Store, health: Callable[[], bool]) -> None:
-    registry = metrics.make_registry(store)
+# What /healthz reports but does not fail on: a relay or an IMAP server that is down
+# delays mail, while the page and the API still work (a balancer must keep them).
+DEGRADING = frozenset({"relay", "imap"})
+Health = Callable[[], bool | Mapping[str, Any]]
 
+
+def install_operations(
+    app: FastAPI, store: Store, health: Health, *, with_metrics: bool = True
+) -> None:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
-        checks = {"store": store_answers(store), "loops": bool(health())}
-        status = 200 if all(checks.values()) else 503
-        return JSONResponse({"status": "ok" if status == 200 else "failing", **checks}, status)
+        reported = health()
+        parts = dict(reported) if isinstance(reported, Mapping) else {"loops": bool(reported)}
+        checks: dict[str, Any] = {"store": store_answers(store), **parts}
+        failing = [k for k, v in checks.items() if k not in DEGRADING and not _ok(v)]
+        degraded = [k for k in DEGRADING if k in checks and not _ok(checks[k])]
+        word = "failing" if failing else "degraded" if degraded else "ok"
+        return JSONResponse({"status": word, **checks}, 503 if failing else 200)
+
+    if with_metrics:
+        install_metrics(app, store)
+
+
+def _ok(check: Any) -> bool:
+    return bool(check.get("ok")) if isinstance(check, Mapping) else bool(check)
+
+
+def install_metrics(app: FastAPI, store: Store) -> None:
+    registry = metrics.make_registry(store)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
         return Response(metrics.scrape(registry), media_type=metrics.CONTENT_TYPE_LATEST)
 
 
-def create_app(store: Store, config: Config, *, health: Callable[[], bool]) -> FastAPI:
+def create_metrics_app(store: Store) -> FastAPI:
+    """/metrics alone, for a listener of its own (`web.metrics_host`, `web.metrics_port`)."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    install_metrics(app, store)
+    return app
+
+
+def create_app(store: Store, config: Config, *, health: Health) -> FastAPI:
     """The whole web face of one daemon: page, API, health and metrics."""
     policy = Policy.from_config(config)
     app = FastAPI(
@@ -201,7 +230,8 @@ def create_app(store: Store, config: Config, *, health: Callable[[], bool]) -> F
     install_guard(app)
     app.include_router(page_router(Pages(store, policy)))
     app.include_router(api_router(store, policy, config.api.keys))
-    install_operations(app, store, health)
+    # With a metrics listener of its own, /metrics is not on the public port.
+    install_operations(app, store, health, with_metrics=not config.web.metrics_port)
     _check_unique_operations(app)
     return app
 
@@ -292,4 +322,4 @@ async def _serve(server: uvicorn.Server, host: str, port: int) -> None:
         raise WebServerError(f"web server cannot listen on {host}:{port}") from None
 
 
-__all__ = ["WebServerError", "create_app", "make_server", "serve_web"]
+__all__ = ["WebServerError", "create_app", "create_metrics_app", "make_server", "serve_web"]

@@ -7,6 +7,7 @@ socket itself, as systemd would, and reads what the daemon sends.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import secrets
 import signal
@@ -363,3 +364,55 @@ def test_files_are_the_owners_alone_and_sighup_reopens_the_log_file(
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
     assert stat.S_IMODE(var.stat().st_mode) == 0o700
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return int(answer.status), answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read().decode()
+
+
+def test_metrics_on_a_listener_of_their_own_every_series_from_zero_and_health_per_door(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    smtp_port, web_port, metrics_port = free_port(), free_port(), free_port()
+    cli = Cli(tmp_path, clean_env(COUNTERSIGN_DATA_DIR=str(tmp_path / "var")))
+    daemon = cli.start(
+        "serve",
+        NOTIFY_SOCKET=notify.name,
+        COUNTERSIGN_INBOUND_SMTP_PORT=str(smtp_port),
+        COUNTERSIGN_WEB_PORT=str(web_port),
+        COUNTERSIGN_WEB_METRICS_PORT=str(metrics_port),
+    )
+    try:
+        notify.wait_for("READY=1", daemon)
+        deadline = time.monotonic() + WAIT
+        while not listens(metrics_port):
+            assert time.monotonic() < deadline, "no metrics listener"
+            time.sleep(0.1)
+        code, scraped = get(metrics_port, "/metrics")
+        assert code == 200
+        for series in (
+            'countersign_commands_total{channel="smtp",decision="accept"} 0.0',
+            'countersign_commands_total{channel="api",decision="invalid"} 0.0',
+            'countersign_mail_sent_total{outcome="failed"} 0.0',
+            'countersign_mail_received_total{outcome="accepted"} 0.0',
+            'countersign_queue_oldest_due_seconds{queue="outbox"} 0.0',
+            "countersign_inbox_quarantined 0.0",
+            "countersign_outbox_failed 0.0",
+        ):
+            assert series in scraped.splitlines(), series
+        assert get(web_port, "/metrics")[0] == 404  # not on the public port
+        code, body = get(web_port, "/healthz")
+        health = json.loads(body)
+        assert code == 200 and health == {
+            "status": "ok",
+            "store": True,
+            "loops": True,
+            "smtp": True,
+        }
+    finally:
+        status, log, _ = terminate(daemon)
+    assert status == 0, log

@@ -43,11 +43,8 @@ def status(store: Store, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     with store.read() as session:
         queues = {name: _queue(session, *spec, now) for name, spec in _QUEUES.items()}
-        states = dict(
-            session.execute(select(ChangeRequest.state, func.count()).group_by(ChangeRequest.state))
-            .tuples()
-            .all()
-        )
+        grouped = select(ChangeRequest.state, func.count()).group_by(ChangeRequest.state)
+        states = {state: count for state, count in session.execute(grouped)}
         imap = [
             {"mailbox": mailbox, "lastContact": iso(at)}
             for mailbox, at in session.execute(
@@ -66,7 +63,7 @@ def _queue(
     session: Session, model: Any, waiting: tuple[str, ...], stuck: str, now: datetime
 ) -> dict[str, Any]:
     grouped = select(model.status, func.count()).group_by(model.status)
-    counts: dict[str, int] = dict(session.execute(grouped).tuples().all())
+    counts: dict[str, int] = {status: count for status, count in session.execute(grouped)}
     oldest = session.scalar(
         select(func.min(model.next_attempt_at)).where(model.status.in_(waiting))
     )
@@ -125,7 +122,7 @@ def outbox_list(store: Store, *, failed: bool = False, limit: int = 50) -> list[
         )
         if failed:
             query = query.where(OutboxMessage.status == "failed")
-        rows = session.execute(query.order_by(OutboxMessage.id.desc()).limit(limit)).tuples()
+        rows = session.execute(query.order_by(OutboxMessage.id.desc()).limit(limit))
         return [outbox_json(row, email) for row, email in rows]
 
 
