@@ -444,6 +444,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: click's errors become one line on stderr (2 for usage)."""
     # Owner only: the database, its journal, the Maildir and the logs hold personal data.
     os.umask(0o077)
+    # A command's answer is its one line on stderr: no log line beside it (without a
+    # handler, Python would print the audit log's warnings there). `serve` sets its own.
+    logging.getLogger().addHandler(logging.NullHandler())
     try:
         args = hoist_config(sys.argv[1:] if argv is None else argv)
         cli.main(args=args, prog_name="countersign", standalone_mode=False)

@@ -29,12 +29,13 @@ from imapclient import IMAPClient, SocketTimeout
 
 from config import Config
 from store.db import Store
-from workflow.imap_cursor import Cursor, start_cursor, store_fetched
+from workflow.imap_cursor import Cursor, start_cursor, store_fetched, touch_cursor
 
 log = logging.getLogger("countersign.imap")
 
 BATCH = 100  # UIDs per FETCH and per MOVE: one MOVE per message caps near 160/s on Dovecot
 IDLE_RENEW = 9 * 60.0  # seconds; servers may drop an IDLE after 29 minutes (RFC 2177)
+CONTACT_EVERY = 60.0  # seconds between two notes of "IMAP answered" in the store
 POLL_EVERY = 60.0  # seconds: look even without a notification
 CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = 60.0
@@ -152,8 +153,12 @@ class ImapReader(threading.Thread):
 
     def _serve(self, client: Any, cursor: Cursor) -> None:
         idle = client.has_capability("IDLE")
+        touched = time.monotonic()
         while not self._stopping.is_set():
             cursor = self._sync(client, cursor)
+            if time.monotonic() - touched >= CONTACT_EVERY:
+                touch_cursor(self.store, self.settings.mailbox, datetime.now(UTC))
+                touched = time.monotonic()
             if idle:
                 self._idle(client)
             else:

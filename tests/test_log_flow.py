@@ -11,9 +11,11 @@ import email
 import email.policy
 import json
 import logging
+import os
 import re
 import secrets
 import smtplib
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -219,3 +221,40 @@ def test_the_filter_drops_aiosmtpd_data_lines_and_redacts_every_level(
             said = made.getMessage()
             assert not re.search(r"ABCDEFGH|abcdefgh|hunter2|abc\.def|dbpass", said, re.I), said
     REDACT.know([])
+
+
+@pytest.mark.parametrize("journal", [True, False], ids=["journald", "terminal"])
+def test_under_journald_lines_carry_no_time_of_their_own(tmp_path: Path, journal: bool) -> None:
+    """journald stamps each line itself: a second timestamp in the text is noise."""
+    from tests.cli_helpers import COMMAND
+
+    notify = NotifySocket()
+    stderr_file = tmp_path / "stderr"
+    with stderr_file.open("w") as stream:
+        stat = os.fstat(stream.fileno())
+        env = clean_env(
+            COUNTERSIGN_DATA_DIR=str(tmp_path / "var"),
+            COUNTERSIGN_INBOUND_SMTP_PORT=str(free_port()),
+            NOTIFY_SOCKET=notify.name,
+        )
+        if journal:
+            env["JOURNAL_STREAM"] = f"{stat.st_dev}:{stat.st_ino}"
+        daemon = subprocess.Popen(
+            [*COMMAND, "serve", "--only", "smtp"], cwd=tmp_path, env=env, stderr=stream, text=True
+        )
+        try:
+            notify.wait_for("READY=1", daemon)
+        finally:
+            code, _, _ = terminate(daemon)
+            notify.close()
+    assert code == 0
+    lines = stderr_file.read_text().splitlines()
+    assert any("ready: smtp" in line for line in lines), lines
+    stamped = [line for line in lines if re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line)]
+    if journal:
+        assert not stamped, lines
+        assert all(
+            re.match(r"^<[3467]>(DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line) for line in lines
+        )
+    else:
+        assert stamped == lines

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from store.db import Store
@@ -72,6 +72,14 @@ def store_fetched(
         row.last_uid = max([row.last_uid, *uids])
         row.contacted_at = now
         return Cursor(row.uidvalidity, row.last_uid)
+
+
+def touch_cursor(store: Store, mailbox: str, now: datetime) -> None:
+    """The server answered (an IDLE round, a NOOP): `countersign status` shows when."""
+    with store.write() as session:
+        session.execute(
+            update(ImapCursor).where(ImapCursor.mailbox == mailbox).values(contacted_at=now)
+        )
 
 
 def _locked(session: Session, mailbox: str) -> ImapCursor | None:
