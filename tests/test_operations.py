@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -188,3 +189,41 @@ def test_migrations_from_the_first_revision_keep_the_data(world: Store) -> None:
     with world.read() as session:
         assert session.execute(text("SELECT count(*) FROM accounts")).scalar() == 5
         assert session.execute(text("SELECT count(*) FROM services")).scalar() == 2
+
+
+def test_serve_migrate_upgrades_and_the_retention_sweep_purges(
+    world: Store, policy: Policy, t0: datetime, tmp_path: Any
+) -> None:
+    """`serve --migrate` moves an old schema (PostgreSQL's only other way than db upgrade);
+    with `retention` set, serve purges at start and then daily."""
+    from alembic import command as alembic
+
+    from store.migrate import alembic_config
+    from tests.test_service import NotifySocket, terminate
+
+    old, _ = finished_by_mail(world, policy, datetime.now(t0.tzinfo) - OLD)
+    alembic.downgrade(alembic_config(world.engine), "0001")
+    cli = command(world, tmp_path)
+    assert cli.run("db", "check").code == 1
+    notify = NotifySocket()
+    daemon = cli.start("serve", "--migrate", "--only", "sweeps", NOTIFY_SOCKET=notify.name,
+                       COUNTERSIGN_RETENTION="90d")  # fmt: skip
+    try:
+        notify.wait_for("READY=1", daemon)
+
+        def purged() -> bool:
+            with world.read() as session:
+                return session.scalar(select(InboxMessage.raw)) == b""
+
+        deadline = datetime.now(t0.tzinfo) + timedelta(seconds=30)
+        while not purged():
+            assert datetime.now(t0.tzinfo) < deadline, "the retention sweep did not purge"
+            assert daemon.poll() is None
+            time.sleep(0.1)
+    finally:
+        code, log, _ = terminate(daemon)
+        notify.close()
+    assert code == 0, log
+    assert cli.run("db", "check").code == 0
+    assert "purged 1 request(s)" in log
+    assert [e["event"] for e in cli.json("audit", str(old), "--json")][:1] == ["created"]
