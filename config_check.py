@@ -189,6 +189,7 @@ def check_values(values: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         if isinstance(values.get(key), int) and values[key] <= 0:
             yield key, f"must be more than 0, got {values[key]}"
     yield from _reminders(values)
+    yield from _port_clashes(values)
     for key, check in _SINGLE_CHECKS.items():
         if key in values and (what := check(values[key])):
             yield key, what
@@ -197,6 +198,30 @@ def check_values(values: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
 def _port(key: str, value: Any) -> Iterator[tuple[str, str]]:
     if isinstance(value, int) and not 1 <= value <= 65535:
         yield key, f"must be a port number from 1 to 65535, got {value}"
+
+
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 (recognised, not bound)
+_LISTENERS = (
+    ("inbound.smtp_port", "inbound.smtp_host"),
+    ("web.port", "web.host"),
+    ("web.metrics_port", "web.metrics_host"),
+)
+
+
+def _port_clashes(values: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """Two of the daemon's own listeners on one port of one address cannot both start."""
+    taken: dict[int, str] = {}
+    for port_key, host_key in _LISTENERS:
+        port = values.get(port_key)
+        host = values.get(host_key) or values.get("web.host")
+        if not isinstance(port, int):
+            continue
+        for other_port, other_key in taken.items():
+            other_host = values.get(other_key.replace("port", "host")) or values.get("web.host")
+            wildcard = bool(_ANY_ADDRESS & {host, other_host})
+            if other_port == port and (host == other_host or wildcard):
+                yield port_key, f"port {port} is also {other_key}'s: two listeners cannot share it"
+        taken[port] = port_key
 
 
 def _duration(value: Any) -> timedelta | None:

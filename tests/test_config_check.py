@@ -59,6 +59,8 @@ BAD = [
     ('[mail]\nreply_local = "a+b"\n', {}, "mail.reply_local", "local part", ":2"),
     ('retention = "-3d"\n', {}, "retention", "not a duration", ":1"),
     ('mail = "x"\n', {}, "mail", "[mail] table", ":1"),
+    ("[web]\nmetrics_port = 8080\n", {}, "web.metrics_port", "also web.port's", ":2"),
+    ("", {"COUNTERSIGN_LOG_LEVEL": "loud"}, "log_level", "one of debug", "env"),
 ]
 
 
