@@ -20,26 +20,35 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from config_check import (
+    ConfigError,
+    Problem,
+    Reading,
+    check_values,
+    flat_values,
+    key_name,
+    parse_duration,
+    parse_key_limits,
+    read_text_file,
+)
+
 ENV_PREFIX = "COUNTERSIGN_"
 DEFAULT_FILE = "countersign.toml"
+# COUNTERSIGN_* variables that are not configuration keys: the file's name, and the
+# test suites' own settings (COUNTERSIGN_TEST_DATABASE_URL, ...).
+NOT_KEYS = ("COUNTERSIGN_CONFIG", "COUNTERSIGN_TEST_")
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key."""
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str | int | float) -> timedelta:
-    """``"90s"``, ``"36h"``, ``"7d"`` (a bare number is seconds)."""
-    if isinstance(text, int | float):
-        return timedelta(seconds=text)
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"not a duration: {text!r} (use e.g. '90s', '36h', '7d')")
-    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+# Re-exported: the rest of the project knows them from here.
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Inspection",
+    "Problem",
+    "load_config",
+    "parse_duration",
+    "parse_key_limits",
+]
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,9 @@ class WebConfig:
     port: int = 8080
     sign_in_valid: str = "15m"  # how long a mailed sign-in link works
     session_valid: str = "12h"  # how long a signed-in browser stays signed in
+    # A listener of its own for /metrics (off: /metrics on the web port).
+    metrics_host: str | None = None
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,23 +132,6 @@ class ApiConfig:
     key_limits: Mapping[str, str] = field(default_factory=dict)
 
 
-KEY_LIMIT_NAMES = ("open_requests_per_account", "mails_per_recipient")
-
-
-def parse_key_limits(key: str, spec: str) -> dict[str, int]:
-    """``"open_requests_per_account=50, mails_per_recipient=100"`` as a dict."""
-    values: dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        name, _, number = (part.strip() for part in item.partition("="))
-        if name not in KEY_LIMIT_NAMES or not number.isdigit():
-            raise ConfigError(
-                f"api.key_limits.{key}: expected name=N with name one of "
-                f"{', '.join(KEY_LIMIT_NAMES)}, got {item!r}"
-            )
-        values[name] = int(number)
-    return values
-
-
 @dataclass(frozen=True)
 class LimitsConfig:
     """What anyone can make Countersign send through the account pages (0: no limit)."""
@@ -152,6 +147,9 @@ class LimitsConfig:
 @dataclass(frozen=True)
 class Config:
     data_dir: str = "./var"
+    log_level: str = "info"  # --log-level and -v win; SIGHUP reads it again
+    shutdown_grace: str = "10s"  # how long a stop waits for the work in hand
+    retention: str = ""  # e.g. "90d": serve purges finished requests older than that daily
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     mail: MailConfig = field(default_factory=MailConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
@@ -193,11 +191,6 @@ class Config:
         return parse_duration(self.leases.owner_timeout)
 
 
-def _key_name(field_name: str) -> str:
-    # `from` is a Python keyword; the dataclass field is `from_`.
-    return field_name.rstrip("_")
-
-
 def _coerce(key: str, hint: Any, value: Any) -> Any:
     """Turn a TOML or environment value into the field's type, or say which key is wrong."""
     text = isinstance(value, str)
@@ -211,6 +204,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         elif isinstance(value, bool):
             return value
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint == int | None:
+        return None if value is None or value == "" else _coerce(key, int, value)
     if hint is int:
         # Not int(value) on anything: true would be 1 and 8025.9 would be 8025.
         if isinstance(value, int) and not isinstance(value, bool):
@@ -253,58 +248,71 @@ def _env_json(key: str, value: str) -> Any:
         raise ConfigError(f"{key}: expected JSON, got {value!r}") from None
 
 
-def _build(cls: type[Any], prefix: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+@dataclass
+class Inspection:
+    """A configuration as read: the values, where each came from, and what is wrong."""
+
+    config: Config
+    sources: dict[str, str]  # "section.key" -> "file:line", "env NAME" or "default"
+    problems: list[Problem]
+    file: Path | None = None
+
+
+def _build(cls: type[Any], prefix: str, raw: Mapping[str, Any], reading: Reading) -> Any:
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
     known = set()
     for fld in dataclasses.fields(cls):
-        name = _key_name(fld.name)
+        name = key_name(fld.name)
         known.add(name)
         dotted = f"{prefix}{name}"
         hint = hints[fld.name]
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             section = raw.get(name, {})
             if not isinstance(section, Mapping):
-                raise ConfigError(f"{dotted}: expected a [{name}] table")
-            values[fld.name] = _build(hint, f"{dotted}.", section, env)
+                reading.problem(dotted, f"expected a [{name}] table")
+                section = {}
+            values[fld.name] = _build(hint, f"{dotted}.", section, reading)
             continue
-        env_name = ENV_PREFIX + dotted.replace(".", "_").upper()
-        if env_name in env:
-            values[fld.name] = _coerce(dotted, hint, env[env_name])
-        elif name in raw:
-            values[fld.name] = _coerce(dotted, hint, raw[name])
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"unknown configuration key: {prefix}{sorted(unknown)[0]}")
+        _read_value(dotted, hint, raw.get(name), name in raw, reading, values, fld.name)
+    for unknown in sorted(set(raw) - known):
+        reading.problem(f"{prefix}{unknown}", "unknown configuration key")
     return cls(**values)
 
 
-def _validate(config: Config) -> None:
-    for key, value in (
-        ("requests.expire_after", config.requests.expire_after),
-        ("scheduler.sweep_every", config.scheduler.sweep_every),
-        ("outbound.first_retry", config.outbound.first_retry),
-        ("outbound.give_up_after", config.outbound.give_up_after),
-        ("outbound.timeout", config.outbound.timeout),
-        ("inbound.bad_code_window", config.inbound.bad_code_window),
-        ("leases.owner_timeout", config.leases.owner_timeout),
-        ("web.sign_in_valid", config.web.sign_in_valid),
-        ("web.session_valid", config.web.session_valid),
-        ("limits.sign_in_window", config.limits.sign_in_window),
-        ("limits.mail_window", config.limits.mail_window),
-        *(("requests.remind_after", d) for d in config.requests.remind_after),
-    ):
-        try:
-            parse_duration(value)
-        except ConfigError as error:
-            raise ConfigError(f"{key}: {error}") from None
-    for key, spec in config.api.key_limits.items():
-        parse_key_limits(key, spec)
-    if config.sweep_every <= timedelta(0):
-        raise ConfigError("scheduler.sweep_every: must be more than 0s")
-    if config.owner_timeout < timedelta(seconds=3):
-        # Heartbeats come every third of it: less would free live daemons' work.
-        raise ConfigError("leases.owner_timeout: must be at least 3s")
+def _read_value(
+    dotted: str,
+    hint: Any,
+    in_file: Any,
+    present: bool,
+    reading: Reading,
+    values: dict[str, Any],
+    field_name: str,
+) -> None:
+    env_name = env_variable(dotted)
+    if env_name in reading.env:
+        raw, source = reading.env[env_name], f"env {env_name}"
+    elif present:
+        raw, source = in_file, reading.source(dotted)
+    else:
+        reading.sources[dotted] = "default"
+        return
+    reading.sources[dotted] = source
+    try:
+        values[field_name] = _coerce(dotted, hint, raw)
+    except ConfigError as error:
+        reading.problem(dotted, str(error), source)
+
+
+def env_variable(dotted: str) -> str:
+    return ENV_PREFIX + dotted.replace(".", "_").upper()
+
+
+def _unknown_variables(reading: Reading, keys: set[str]) -> None:
+    known = {env_variable(key) for key in keys}
+    for name in sorted(reading.env):
+        if name.startswith(ENV_PREFIX) and name not in known and not name.startswith(NOT_KEYS):
+            reading.problems.append(Problem(name, "environment", "unknown configuration variable"))
 
 
 def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
@@ -316,18 +324,33 @@ def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | Non
     return default if default.exists() else None
 
 
-def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """The configuration in force: file (if any), then environment overrides."""
+def inspect_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Inspection:
+    """Read the configuration and report every problem, each with its key and source."""
     env = os.environ if env is None else env
     file = find_config_file(path, env)
+    text, unreadable = read_text_file(file) if file is not None else ("", None)
+    reading = Reading(file, text, env)
     raw: dict[str, Any] = {}
-    if file is not None:
+    if unreadable is not None:
+        reading.problems.append(unreadable)
+    else:
         try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ConfigError(f"cannot read {file}: {error.strerror}") from None
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{file}: {error}") from None
-    config: Config = _build(Config, "", raw, env)
-    _validate(config)
-    return config
+            reading.problems.append(Problem("", str(file), f"not valid TOML: {error}"))
+    config: Config = _build(Config, "", raw, reading)
+    values = flat_values(config)
+    _unknown_variables(reading, set(values))
+    for key, what in check_values(values):
+        reading.problem(key, what, reading.sources.get(key, "default"))
+    return Inspection(config, reading.sources, reading.problems, file)
+
+
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration in force: file (if any), then environment overrides."""
+    inspection = inspect_config(path, env)
+    if inspection.problems:
+        first, more = inspection.problems[0], len(inspection.problems) - 1
+        also = f" (and {more} more: see 'countersign config check')" if more else ""
+        raise ConfigError(" ".join(f"{first}{also}".split()))
+    return inspection.config

@@ -7,100 +7,40 @@ its answer (``--json``: one JSON document on stdout).  Exit status: 0 done,
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
-from config import Config, ConfigError, load_config
-from rules.contacts import ContactType, Refusal
+from gateway.cli import db_cmd, operate
+from gateway.cli.base import App, acts, emit, fail, installed_version, json_option, pass_app
+from gateway.cli.config_cmd import config_group
+from gateway.cli.serve_cmd import serve
+from rules.contacts import ContactType
 from rules.states import Decision, State
-from store.db import Store
-from store.migrate import current_revision, is_current, upgrade
+from store.migrate import current_revision, upgrade
 from workflow import directory, importer, inbox, requests
-from workflow.policy import Policy
 
 log = logging.getLogger("countersign")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class App:
-    """What a command needs, made on first use (a bad config fails only commands that read it)."""
-
-    def __init__(self, config_path: str | None) -> None:
-        self.config_path = config_path
-        self._config: Config | None = None
-        self._store: Store | None = None
-
-    @property
-    def config(self) -> Config:
-        if self._config is None:
-            self._config = load_config(self.config_path)
-        return self._config
-
-    @property
-    def policy(self) -> Policy:
-        return Policy.from_config(self.config)
-
-    def store(self, *, migrate: bool = True) -> Store:
-        if self._store is None:
-            self._store = Store(self.config.database_url)
-            # A fresh install works straight away: the schema is made on first use.
-            if migrate and not is_current(self._store.engine):
-                upgrade(self._store.engine)
-        return self._store
-
-
-def fail(message: str, status: int = 1) -> NoReturn:
-    # One line whatever the message holds (an argument echoed back may carry a newline).
-    click.echo(f"countersign: {' '.join(message.split())}", err=True)
-    sys.exit(status)
-
-
-def acts(function: F) -> F:
-    """Turn refusals and store failures into one line on stderr and exit status 1."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except Refusal as refusal:
-            fail(refusal.message)
-        except ConfigError as error:
-            fail(f"configuration: {error}", 2)
-        except SQLAlchemyError as error:
-            fail(f"database: {str(error).splitlines()[0]}")
-        except OSError as error:
-            # e.g. a data_dir that cannot be created: a message, not a traceback.
-            fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
-
-    return wrapper  # type: ignore[return-value]
-
-
-def emit(as_json: bool, document: Any, human: Callable[[], Iterable[str]]) -> None:
-    if as_json:
-        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
-    else:
-        for line in human():
-            click.echo(line)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-pass_app = click.make_pass_decorator(App)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH", help="TOML configuration file.")
+@click.version_option(installed_version(), prog_name="countersign", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """Countersign: email-confirmed contact changes for hosted services."""
     ctx.obj = App(config_path)
+
+
+cli.add_command(config_group)
+cli.add_command(serve)
+for command in (operate.status, operate.outbox_group, operate.audit, operate.purge):
+    cli.add_command(command)
 
 
 # --- human-readable views --------------------------------------------------------
@@ -159,6 +99,10 @@ def db_upgrade(app: App, as_json: bool) -> None:
     after = current_revision(engine)
     done = {"revision": after, "previousRevision": before, "upgraded": before != after}
     emit(as_json, done, lambda: [f"database is up to date (revision {after})"])
+
+
+db.add_command(db_cmd.db_current)
+db.add_command(db_cmd.db_check)
 
 
 # --- accounts and services ---------------------------------------------------------
@@ -469,22 +413,6 @@ def inbox_retry(app: App, inbox_id: int, as_json: bool) -> None:
     emit(as_json, shown, lambda: [f"inbox message {inbox_id} will be processed again"])
 
 
-@cli.command("serve")
-@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
-@pass_app
-@acts
-def serve(app: App, verbose: bool) -> None:
-    """Run the daemon (Ctrl-C or SIGTERM stops it cleanly)."""
-    # Imported here: the servers and their libraries cost every other command ~0.7 s.
-    from runtime import StartupError, configure_logging, serve_until_signalled
-
-    configure_logging(verbose)
-    try:
-        asyncio.run(serve_until_signalled(app.config))
-    except StartupError as error:
-        fail(str(error))
-
-
 # --- entry point -------------------------------------------------------------------
 
 
@@ -514,6 +442,11 @@ def hoist_config(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's errors become one line on stderr (2 for usage)."""
+    # Owner only: the database, its journal, the Maildir and the logs hold personal data.
+    os.umask(0o077)
+    # A command's answer is its one line on stderr: no log line beside it (without a
+    # handler, Python would print the audit log's warnings there). `serve` sets its own.
+    logging.getLogger().addHandler(logging.NullHandler())
     try:
         args = hoist_config(sys.argv[1:] if argv is None else argv)
         cli.main(args=args, prog_name="countersign", standalone_mode=False)

@@ -9,34 +9,40 @@ that the other commands do not import the servers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import signal
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from config import Config
+from config import Config, parse_duration
+from gateway import metrics
+from gateway.cli.service import ServeOptions, Service
 from gateway.delivery import Deliverer
-from gateway.imap_in import start_imap
+from gateway.imap_in import ImapReader, start_imap
 from gateway.mail_in import MailIn
-from gateway.offload import LOG_FORMAT
+from gateway.retention import daily_purge
 from gateway.smtp_in import start_smtp
-from gateway.web import create_app, serve_web
+from gateway.web import Health, create_app, create_metrics_app, serve_web
 from scheduler.heartbeat import Heartbeat
 from scheduler.sweeper import Sweeper
 from store.db import Store
 from store.leases import instance_key
-from store.migrate import upgrade
+from store.migrate import SchemaBehind, ensure_schema
 from store.watch import CommitWatcher
 from workflow import sweeps
 from workflow.policy import Policy
 
 log = logging.getLogger("countersign")
-# Stopping waits this long for the sweeps in hand (an outbox pass sending and recording
-# its batches); a relay that hangs cannot hold the stop for longer than that.
-DRAIN_SECONDS = 10.0
 
 
 class StartupError(Exception):
     """The daemon cannot start (a port taken, ...): one line for the operator."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: MailIn) -> Sweeper:
@@ -48,6 +54,8 @@ def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: M
     sweeper.add("remind", lambda: sweeps.remind_due(store, policy), every)
     sweeper.add("outbox", deliverer.deliver_due, every)
     sweeper.add("inbox", mail_in.process_due, every)
+    if config.retention:
+        sweeper.add("retention", lambda: daily_purge(store, config), timedelta(days=1))
     store.on_commit("apply", lambda: sweeper.wake("apply"))
     store.on_commit("outbox", lambda: sweeper.wake("outbox"))
     store.on_commit("inbox", lambda: sweeper.wake("inbox"))
@@ -55,13 +63,48 @@ def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: M
 
 
 def start_web(
-    store: Store, config: Config, sweeper: Sweeper, stop: asyncio.Event
+    store: Store, config: Config, health: Health, stop: asyncio.Event, ready: asyncio.Event
 ) -> asyncio.Task[None]:
     """The link's page, the API, /healthz and /metrics; a web server that dies stops the daemon."""
-    app = create_app(store, config, health=lambda: bool(sweeper.scheduler.running))
-    web = asyncio.create_task(serve_web(app, config.web.host, config.web.port, stop), name="web")
+    app = create_app(store, config, health=health)
+    web = asyncio.create_task(
+        serve_web(app, config.web.host, config.web.port, stop, listening=ready), name="web"
+    )
     web.add_done_callback(lambda _: stop.set())
+    web.add_done_callback(lambda _: ready.set())  # a web server that failed is not waited for
     return web
+
+
+def start_metrics(store: Store, config: Config, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """/metrics on a listener of its own, when `web.metrics_port` is set."""
+    if not config.web.metrics_port:
+        return None
+    host = config.web.metrics_host or config.web.host
+    app = create_metrics_app(store)
+    task = asyncio.create_task(serve_web(app, host, config.web.metrics_port, stop), name="metrics")
+    task.add_done_callback(lambda _: stop.set())
+    return task
+
+
+def door_health(
+    sweeper: Sweeper | None, smtp: asyncio.Server | None, imap: ImapReader | None
+) -> Health:
+    """/healthz's view of this daemon: each door it runs, the relay's last attempt."""
+
+    def check() -> dict[str, Any]:
+        checks: dict[str, Any] = {"loops": sweeper is None or bool(sweeper.scheduler.running)}
+        if smtp is not None:
+            checks["smtp"] = smtp.is_serving()
+        if imap is not None:
+            checks["imap"] = imap.reading
+        last = dict(metrics.last_delivery)
+        if last:
+            at = datetime.fromtimestamp(float(str(last["at"])), UTC)
+            ok = last["outcome"] == "sent"
+            checks["relay"] = {"ok": ok, "lastAttempt": at.isoformat(), "outcome": last["outcome"]}
+        return checks
+
+    return check
 
 
 async def listen_smtp(store: Store, config: Config) -> asyncio.Server:
@@ -86,63 +129,82 @@ async def start_heartbeat(
     return heartbeat
 
 
-async def run_daemon(config: Config, stop: asyncio.Event) -> None:
-    """Everything on one asyncio loop until ``stop`` is set."""
-    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+async def open_store(config: Config, options: ServeOptions) -> Store:
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     store = Store(config.database_url)
-    await asyncio.to_thread(upgrade, store.engine)
-    smtp = await listen_smtp(store, config)
+    try:
+        await asyncio.to_thread(ensure_schema, store.engine, migrate=options.migrate)
+    except SchemaBehind as error:
+        store.dispose()
+        raise StartupError(str(error), 2) from None
+    return store
+
+
+async def run_daemon(config: Config, stop: asyncio.Event, service: Service | None = None) -> None:
+    """Everything on one asyncio loop until ``stop`` is set; only the doors asked for."""
+    service = service or Service(config, ServeOptions(), stop)
+    doors = service.options.doors
+    # The API reads its keys from the service's dict, which SIGHUP changes in place.
+    config = dataclasses.replace(config, api=dataclasses.replace(config.api, keys=service.api_keys))
+    store = await open_store(config, service.options)
+    smtp = await listen_smtp(store, config) if "smtp" in doors else None
     # Kept: each may run a process (composing, reading) to stop at the end.
     deliverer = Deliverer(store, config)
     mail_in = MailIn(store, config)
     heartbeat = await start_heartbeat(store, config, deliverer, mail_in)
-    sweeper = build_sweeper(store, config, deliverer, mail_in)
-    sweeper.start()
+    sweeper = build_sweeper(store, config, deliverer, mail_in) if "sweeps" in doors else None
     watcher = CommitWatcher(store)  # the command line's commits wake the sweeps too
-    watcher.start()
-    imap = start_imap(store, config, heartbeat.worker_id)
-    web = start_web(store, config, sweeper, stop)
+    if sweeper is not None:
+        sweeper.start()
+        watcher.start()
+    imap = start_imap(store, config, heartbeat.worker_id) if "imap" in doors else None
+    web_ready = asyncio.Event()
+    health = door_health(sweeper, smtp, imap)
+    web = start_web(store, config, health, stop, web_ready) if "web" in doors else None
+    await web_ready.wait() if web is not None else None
+    metrics_web = start_metrics(store, config, stop) if "web" in doors else None
     log.info("countersign serving (database %s)", store.engine.url.render_as_string())
+    if not stop.is_set():
+        up = {"smtp": smtp, "imap": imap, "web": web, "sweeps": sweeper}
+        service.ready(sorted(door for door, running in up.items() if running is not None))
+    watchdog = asyncio.create_task(service.watchdog(), name="watchdog")
     try:
         await stop.wait()
     finally:
         log.info("stopping")
+        service.stopping()
+        grace = parse_duration(config.shutdown_grace).total_seconds()
         # First: the outbox pass in hand ends after its claimed batches, not the whole backlog.
         deliverer.stop_claiming()
         stop.set()  # the web server stops on it too, after the requests in flight
-        await asyncio.wait({web})
-        smtp.close()
+        await asyncio.wait({t for t in (web, metrics_web, watchdog) if t is not None})
+        if smtp is not None:
+            smtp.close()
         if imap is not None:
             await asyncio.to_thread(imap.stop)
-        await asyncio.to_thread(watcher.stop)
-        await sweeper.drain(DRAIN_SECONDS)
-        sweeper.shutdown()
+        if sweeper is not None:
+            await asyncio.to_thread(watcher.stop)
+            await sweeper.drain(grace)
+            sweeper.shutdown()
         await asyncio.to_thread(heartbeat.stop)  # what is still claimed is free at once
         await asyncio.to_thread(deliverer.close)  # after the notices it is composing
         await asyncio.to_thread(mail_in.close)
         store.dispose()
-    if not web.cancelled() and web.exception() is not None:
+    if web is not None and not web.cancelled() and web.exception() is not None:
         raise StartupError(str(web.exception()))
 
 
-async def serve_until_signalled(config: Config) -> None:
+async def serve_until_signalled(
+    config: Config,
+    options: ServeOptions | None = None,
+    secrets: Callable[[Config], Iterable[str | None]] | None = None,
+) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await run_daemon(config, stop)
-
-
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=LOG_FORMAT,
-    )
-    if not verbose:
-        # APScheduler logs every run of every job at INFO: a line a second per sweep.
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    # flufl.bounce logs at ERROR whenever one of its detectors trips on odd mail;
-    # reading.py already treats that mail as automated, so it is noise here.
-    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
-    # aiosmtpd logs every SMTP command at INFO: lines by the thousand under load.
-    logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    service = Service(config, options or ServeOptions(), stop)
+    if secrets is not None:
+        service.secrets = secrets
+    service.install_signals(asyncio.get_running_loop())
+    try:
+        await run_daemon(config, stop, service)
+    finally:
+        service.notifier.close()

@@ -173,12 +173,13 @@ _BEARER = HTTPBearer(auto_error=False, description="A key from `api.keys`.")
 
 def key_checker(keys: Mapping[str, str]) -> Callable[..., str]:
     """A dependency that names the configured key a call carries, or refuses the call."""
-    known = [(name, key.encode()) for name, key in keys.items() if key]
 
     def check(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
     ) -> str:
+        # Read at each call: the daemon changes ``keys`` in place when SIGHUP reloads them.
+        known = [(name, key.encode()) for name, key in keys.items() if key]
         if not known:
             raise Unauthorized("API disabled: no api.keys configured")
         if credentials is None:

@@ -35,12 +35,13 @@ from imapclient import IMAPClient, SocketTimeout
 from config import Config
 from store import leases
 from store.db import Store
-from workflow.imap_cursor import Cursor, start_cursor, store_fetched
+from workflow.imap_cursor import Cursor, start_cursor, store_fetched, touch_cursor
 
 log = logging.getLogger("countersign.imap")
 
 BATCH = 100  # UIDs per FETCH and per MOVE: one MOVE per message caps near 160/s on Dovecot
 IDLE_RENEW = 9 * 60.0  # seconds; servers may drop an IDLE after 29 minutes (RFC 2177)
+CONTACT_EVERY = 60.0  # seconds between two notes of "IMAP answered" in the store
 POLL_EVERY = 60.0  # seconds: look even without a notification
 CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = 60.0
@@ -132,6 +133,7 @@ class ImapReader(threading.Thread):
         self.poll_every = min(poll_every, IDLE_RENEW)
         self.backoff_first = backoff_first
         self.connections = 0  # sessions opened: tests watch it across a server restart
+        self.reading = False  # logged in with the folder selected: /healthz reports it
         self.stored = 0
         self.lease = lease  # None: the only daemon on this store, it always reads
         self._stopping = threading.Event()
@@ -152,12 +154,13 @@ class ImapReader(threading.Thread):
                 client = self._connect()
                 self.connections += 1
                 cursor = self._select(client)
-                ready = True
+                ready = self.reading = True
                 self._serve(client, cursor)
             except Exception as error:
                 # A session that got as far as its folder worked: the delays start over.
                 delay = self._pause(error, self.backoff_first if ready else delay)
             finally:
+                self.reading = False
                 if client is not None:
                     _close(client)
 
@@ -208,8 +211,12 @@ class ImapReader(threading.Thread):
 
     def _serve(self, client: Any, cursor: Cursor) -> None:
         idle = client.has_capability("IDLE")
+        touched = time.monotonic()
         while not self._stopping.is_set():
             cursor = self._sync(client, cursor)
+            if time.monotonic() - touched >= CONTACT_EVERY:
+                touch_cursor(self.store, self.settings.mailbox, datetime.now(UTC))
+                touched = time.monotonic()
             if idle:
                 self._idle(client)
             else:

@@ -9,7 +9,10 @@ per gauge.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,6 +29,7 @@ from sqlalchemy import func, select
 from rules.states import State
 from store.db import Store
 from store.models import ChangeRequest, InboxMessage, OutboxMessage
+from workflow import operations
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -63,6 +67,21 @@ DELIVERY_LATENCY = Histogram(
     registry=None,
 )
 _COUNTERS = (MAIL_RECEIVED, MAIL_SENT, COMMANDS, DELIVERY_LATENCY)
+# Every series an alert may name exists at 0 from the start: rate() over a series
+# that appears only with its first event misses that event.
+RECEIVED_OUTCOMES = (
+    *("accepted", "declined", "ambiguous", "no-command", "automated", "bounce", "malformed"),
+    *("refused:unknown-code", "refused:locked"),
+)
+for _outcome in RECEIVED_OUTCOMES:
+    MAIL_RECEIVED.labels(outcome=_outcome)
+for _outcome in ("sent", "retry", "failed"):
+    MAIL_SENT.labels(outcome=_outcome)
+for _decision in ("accept", "decline", "invalid"):
+    for _channel in ("smtp", "imap", "web", "api"):
+        COMMANDS.labels(decision=_decision, channel=_channel)
+# The last delivery attempt of this process, for /healthz: (when, sent|retry|failed).
+last_delivery: dict[str, object] = {}
 
 
 def count_mail_received(outcome: str) -> None:
@@ -71,6 +90,7 @@ def count_mail_received(outcome: str) -> None:
 
 def count_mail_sent(outcome: str) -> None:
     MAIL_SENT.labels(outcome=outcome).inc()
+    last_delivery.update(at=time.time(), outcome=outcome)
 
 
 def count_command(decision: str, channel: str) -> None:
@@ -109,6 +129,40 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily(
             "countersign_inbox_depth", "Received mail waiting to be processed.", value=inbox or 0
         )
+        yield from queue_gauges(operations.status(self.store))
+
+
+def queue_gauges(status: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
+    """Oldest due item per queue, what is stuck in each, when IMAP last answered."""
+    oldest = GaugeMetricFamily(
+        "countersign_queue_oldest_due_seconds",
+        "Age of the oldest item due in each queue (0 when empty).",
+        labels=["queue"],
+    )
+    for name, queue in status["queues"].items():
+        oldest.add_metric([name], queue["oldestDueAgeSeconds"])
+    yield oldest
+    queues = status["queues"]
+    yield GaugeMetricFamily(
+        "countersign_inbox_quarantined",
+        "Received mail that failed three times (`countersign inbox --failed`).",
+        value=queues["inbox"]["quarantined"],
+    )
+    yield GaugeMetricFamily(
+        "countersign_outbox_failed",
+        "Notices given up on (`countersign outbox list --failed`).",
+        value=queues["outbox"]["failed"],
+    )
+    contact = GaugeMetricFamily(
+        "countersign_imap_last_contact_timestamp_seconds",
+        "When each IMAP mailbox last answered (Unix time).",
+        labels=["mailbox"],
+    )
+    for cursor in status["imap"]:
+        if cursor["lastContact"]:
+            moment = datetime.fromisoformat(cursor["lastContact"].replace("Z", "+00:00"))
+            contact.add_metric([cursor["mailbox"]], moment.timestamp())
+    yield contact
 
 
 def make_registry(store: Store) -> CollectorRegistry:

@@ -21,16 +21,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from gateway.logs import configure_worker
+
 log = logging.getLogger("countersign.offload")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the daemon's, and its workers'
 
 
 def log_like_the_daemon(level: int) -> None:
     """In a worker: log to the same stderr, in the same format, at the daemon's level."""
-    logging.basicConfig(level=level, format=LOG_FORMAT)
-    # flufl.bounce logs at ERROR whenever one of its detectors trips on odd mail,
-    # which the reader already treats as automated (as runtime.configure_logging says).
-    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+    configure_worker(level)
 
 
 class WorkerProcess:
@@ -125,6 +123,7 @@ def _worker_started() -> None:
     worker then goes by itself instead of waiting for work forever.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the daemon's; so is a hangup
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()

@@ -219,3 +219,9 @@ def _environment() -> jinja2.Environment:
 
 # Built once: compiled templates are cached in it for the life of the process.
 _ENV = _environment()
+
+
+def reload_templates() -> None:
+    """SIGHUP: forget the compiled templates, so that each is read again on next use."""
+    if _ENV.cache is not None:
+        _ENV.cache.clear()

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -110,10 +112,13 @@ def _validation_message(error: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_refusal(_request: Request, exc: Exception) -> Response:
+    async def on_refusal(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)
         retry = exc.retry_after(utcnow()) if isinstance(exc, LimitReached) else None
         headers = {"Retry-After": str(retry)} if retry else None
+        door = "api" if request.url.path.startswith("/v1/") else "web"
+        where = {"door": door, "request": request.path_params.get("id"), "event": "refused"}
+        log.info("%s %s refused: %s", request.method, request.url.path, exc.code, extra=where)
         return error_response(refusal_status(exc.code), exc.message, exc.code, headers)
 
     async def on_unauthorized(_request: Request, exc: Exception) -> Response:
@@ -175,25 +180,53 @@ def store_answers(store: Store) -> bool:
     return True
 
 
-def install_operations(app: FastAPI, store: Store, health: Callable[[], bool]) -> None:
-    registry = metrics.make_registry(store)
+# What /healthz reports but does not fail on: a relay or an IMAP server that is down
+# delays mail, while the page and the API still work (a balancer must keep them).
+DEGRADING = frozenset({"relay", "imap"})
+Health = Callable[[], bool | Mapping[str, Any]]
 
+
+def install_operations(
+    app: FastAPI, store: Store, health: Health, *, with_metrics: bool = True
+) -> None:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
-        checks = {"store": store_answers(store), "loops": bool(health())}
-        status = 200 if all(checks.values()) else 503
-        return JSONResponse({"status": "ok" if status == 200 else "failing", **checks}, status)
+        reported = health()
+        parts = dict(reported) if isinstance(reported, Mapping) else {"loops": bool(reported)}
+        checks: dict[str, Any] = {"store": store_answers(store), **parts}
+        failing = [k for k, v in checks.items() if k not in DEGRADING and not _ok(v)]
+        degraded = [k for k in DEGRADING if k in checks and not _ok(checks[k])]
+        word = "failing" if failing else "degraded" if degraded else "ok"
+        return JSONResponse({"status": word, **checks}, 503 if failing else 200)
+
+    if with_metrics:
+        install_metrics(app, store)
+
+
+def _ok(check: Any) -> bool:
+    return bool(check.get("ok")) if isinstance(check, Mapping) else bool(check)
+
+
+def install_metrics(app: FastAPI, store: Store) -> None:
+    registry = metrics.make_registry(store)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
         return Response(metrics.scrape(registry), media_type=metrics.CONTENT_TYPE_LATEST)
 
 
+def create_metrics_app(store: Store) -> FastAPI:
+    """/metrics alone, for a listener of its own (`web.metrics_host`, `web.metrics_port`)."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    install_metrics(app, store)
+    return app
+
+
 def create_app(
     store: Store,
     config: Config,
     *,
-    health: Callable[[], bool],
+    health: Health,
     clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
     """The whole web face of one daemon: pages, API, health and metrics.
@@ -220,7 +253,8 @@ def create_app(
     app.include_router(page_router(pages))
     app.include_router(account_router(AccountSite(store, config, clock)))
     app.include_router(api_router(store, policy, config.api.keys, key_limits(config), clock))
-    install_operations(app, store, health)
+    # With a metrics listener of its own, /metrics is not on the public port.
+    install_operations(app, store, health, with_metrics=not config.web.metrics_port)
     _check_unique_operations(app)
     return app
 
@@ -240,9 +274,16 @@ class WebServerError(RuntimeError):
 class _Server(uvicorn.Server):
     """uvicorn without its signal handlers: the daemon owns SIGINT and SIGTERM."""
 
+    listening: asyncio.Event | None = None  # set once the socket is bound (systemd's READY)
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.listening is not None:
+            self.listening.set()
 
 
 class _NoAccessLog(logging.Filter):
@@ -273,9 +314,17 @@ def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     return _Server(config)
 
 
-async def serve_web(app: FastAPI, host: str, port: int, stop: asyncio.Event) -> None:
+async def serve_web(
+    app: FastAPI,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    listening: asyncio.Event | None = None,
+) -> None:
     """Serve until ``stop`` is set; WebServerError if it cannot listen or dies early."""
     server = make_server(app, host, port)
+    if isinstance(server, _Server):
+        server.listening = listening
     serving = asyncio.create_task(_serve(server, host, port), name="web")
     stopping = asyncio.create_task(stop.wait())
     try:
@@ -296,4 +345,4 @@ async def _serve(server: uvicorn.Server, host: str, port: int) -> None:
         raise WebServerError(f"web server cannot listen on {host}:{port}") from None
 
 
-__all__ = ["WebServerError", "create_app", "make_server", "serve_web"]
+__all__ = ["WebServerError", "create_app", "create_metrics_app", "make_server", "serve_web"]

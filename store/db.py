@@ -20,6 +20,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
+from store import audit_log
 from store.health import Health
 
 WAKE = "wake"  # session.info key: the set of topics a transaction gives new work to
@@ -47,6 +48,8 @@ def _insert_appends(session: Session) -> None:
     pending = session.info.pop(APPENDS, None)
     for table, rows in (pending or {}).items():
         session.connection().execute(table.insert(), rows)
+        if table.name == "events":
+            audit_log.inserted(session, rows)
 
 
 def _before_statement(state: ORMExecuteState) -> None:
@@ -159,6 +162,8 @@ class Store:
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._writer, "do_orm_execute", _before_statement)
         event.listen(self._writer, "before_commit", _insert_appends)
+        event.listen(self._writer, "after_commit", audit_log.committed)
+        event.listen(self._writer, "after_rollback", audit_log.rolled_back)
         self._listeners: dict[str, list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
         self._sqlite_writer = (

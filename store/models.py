@@ -232,6 +232,7 @@ class ImapCursor(Base):
     mailbox: Mapped[str] = mapped_column(String(512), unique=True)  # user@host/folder
     uidvalidity: Mapped[int] = mapped_column(BigInteger)  # 32-bit unsigned in IMAP
     last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    contacted_at: Mapped[datetime | None]  # the reader's last (re)connection or fetch
 
 
 class Worker(Base):

@@ -14,7 +14,6 @@ import logging
 import sqlite3
 import threading
 
-import psycopg
 from sqlalchemy.engine import make_url
 
 from store.db import NOTIFY_CHANNEL, Store
@@ -65,6 +64,9 @@ class CommitWatcher:
             connection.close()
 
     def _watch_postgresql(self) -> None:
+        # Here, not at the top: the driver is the `postgresql` extra, absent on SQLite installs.
+        import psycopg
+
         url = make_url(self.store.url).set(drivername="postgresql")
         dsn = url.render_as_string(hide_password=False)
         with psycopg.connect(dsn, autocommit=True) as connection:

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {
     "rules": 0,
     "config": 0,
+    "config_check": 0,
     "store": 1,
     "workflow": 2,
     "templates": 2,
@@ -19,16 +20,28 @@ FLOORS = {
     "scheduler": 3,
     "daemon": 4,
     "runtime": 4,
+    # The command line is a door like the others, so it lives in gateway/, but it starts
+    # `serve` (runtime), so it stands on the top floor.
+    "gateway.cli": 4,
 }
 # rules/ decides from facts: nothing that does I/O, keeps time or talks to a database.
 PURE_ALLOWED = {"__future__", "collections", "dataclasses", "decimal", "enum", "typing", "rules"}
 
 
+def floor_of(module: str) -> str:
+    """The FLOORS entry a dotted module path stands on."""
+    parts = module.split(".")
+    two = ".".join(parts[:2])
+    return two if two in FLOORS else parts[0]
+
+
 def modules() -> list[tuple[str, Path]]:
     found = [("daemon", ROOT / "daemon.py"), ("runtime", ROOT / "runtime.py")]
-    found += [("config", ROOT / "config.py")]
+    found += [("config", ROOT / "config.py"), ("config_check", ROOT / "config_check.py")]
     for package in ("rules", "store", "workflow", "templates", "gateway", "scheduler"):
-        found += [(package, path) for path in sorted((ROOT / package).rglob("*.py"))]
+        for path in sorted((ROOT / package).rglob("*.py")):
+            dotted = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found.append((floor_of(dotted), path))
     return found
 
 
@@ -36,9 +49,10 @@ def imported(path: Path) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(floor_of(alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            # `from gateway import cli` imports gateway.cli
+            names.update(floor_of(f"{node.module}.{alias.name}") for alias in node.names)
     return names
 
 
@@ -56,5 +70,5 @@ def test_rules_are_pure(path: Path) -> None:
 
 
 def test_stdlib_names_are_not_shadowed() -> None:
-    ours = set(FLOORS)
+    ours = {name.split(".")[0] for name in FLOORS}
     assert not ours & set(sys.stdlib_module_names)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from store.db import Store
@@ -34,11 +34,15 @@ def read_cursor(store: Store, mailbox: str) -> Cursor | None:
 
 def start_cursor(store: Store, mailbox: str, uidvalidity: int) -> Cursor:
     """The cursor for this UIDVALIDITY: kept if it matches, else started over at UID 0."""
+    now = datetime.now(UTC)
     with store.write() as session:
         row = _locked(session, mailbox)
         if row is None:
-            session.add(ImapCursor(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=0))
+            session.add(
+                ImapCursor(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=0, contacted_at=now)
+            )
             return Cursor(uidvalidity, 0)
+        row.contacted_at = now  # for `countersign status`: when IMAP last answered
         if row.uidvalidity != uidvalidity:
             row.uidvalidity = uidvalidity
             row.last_uid = 0
@@ -66,7 +70,16 @@ def store_fetched(
             return cursor
         uids = [uid for uid, _ in messages] + list(skipped)
         row.last_uid = max([row.last_uid, *uids])
+        row.contacted_at = now
         return Cursor(row.uidvalidity, row.last_uid)
+
+
+def touch_cursor(store: Store, mailbox: str, now: datetime) -> None:
+    """The server answered (an IDLE round, a NOOP): `countersign status` shows when."""
+    with store.write() as session:
+        session.execute(
+            update(ImapCursor).where(ImapCursor.mailbox == mailbox).values(contacted_at=now)
+        )
 
 
 def _locked(session: Session, mailbox: str) -> ImapCursor | None:

@@ -7,6 +7,7 @@ audit event together.  Every edge (command line, mail, web, API) calls these.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +42,8 @@ from workflow.facts import (
 from workflow.notices import queue_notice
 from workflow.policy import Policy
 from workflow.views import request_json
+
+log = logging.getLogger("countersign.requests")
 
 
 def utcnow() -> datetime:
@@ -392,7 +395,19 @@ def decide_in(
             )
         return result
     except BadCode as bad:
-        if bad.code != "locked":
+        if bad.code == "locked":
+            # Not an event (a guesser could fill the trail), but the operator sees it.
+            log.warning(
+                "%s: code refused unlooked-at, sender or request locked out",
+                f"request {request_id}" if request_id is not None else "no request",
+                extra={
+                    "event": "locked-out",
+                    "request": request_id,
+                    "door": via,
+                    "account": normalize_email(sender) if sender else None,
+                },
+            )
+        else:
             # Counted against the request only if it exists (the event row points at it).
             named = session.get(ChangeRequest, request_id) if request_id is not None else None
             actor = normalize_email(sender) if sender is not None else None

@@ -1,0 +1,366 @@
+"""What a configuration value must be, where it came from, and how it is shown.
+
+config.py builds the configuration; this module holds the rules each value must
+satisfy (ports, durations, URLs, the mail domain, the database driver), finds
+the line of each key in the TOML file (tomllib gives no positions), and masks
+secrets, so that ``config check`` and ``config show`` can say exactly which
+key, from which file line or variable, is wrong and why, without echoing a
+password.  It knows values only as a flat ``{"section.key": value}`` mapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong: the key, where its value came from, and what is wrong."""
+
+    key: str
+    source: str
+    what: str
+
+    def __str__(self) -> str:
+        where = f" ({self.source})" if self.source else ""
+        return f"{self.key}{where}: {self.what}" if self.key else f"{self.source}: {self.what}"
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | int | float) -> timedelta:
+    """``"90s"``, ``"36h"``, ``"7d"`` (a bare number is seconds)."""
+    if isinstance(text, int | float):
+        return timedelta(seconds=text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. '90s', '36h', '7d')")
+    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+KEY_LIMIT_NAMES = ("open_requests_per_account", "mails_per_recipient")
+
+
+def parse_key_limits(key: str, spec: str) -> dict[str, int]:
+    """``"open_requests_per_account=50, mails_per_recipient=100"`` as a dict."""
+    values: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, number = (part.strip() for part in item.partition("="))
+        if name not in KEY_LIMIT_NAMES or not number.isdigit():
+            raise ConfigError(
+                f"api.key_limits.{key}: expected name=N with name one of "
+                f"{', '.join(KEY_LIMIT_NAMES)}, got {item!r}"
+            )
+        values[name] = int(number)
+    return values
+
+
+# Keys whose values are never printed: in `config show`, in problems, in logs.
+SECRET_KEYS = frozenset({"inbound.imap_password", "outbound.smtp_password", "api.keys"})
+MASK = "********"
+
+
+def mask(key: str, value: Any) -> Any:
+    """The value as it may be shown: secrets starred, a database URL without its password."""
+    if key in SECRET_KEYS:
+        if isinstance(value, Mapping):
+            return {name: MASK for name in value}
+        return MASK if value else value
+    if key == "database.url" and isinstance(value, str) and value:
+        return _url_without_password(value)
+    return value
+
+
+def _url_without_password(url: str) -> str:
+    # scheme://user:password@host/... -> scheme://user:***@host/...
+    return re.sub(r"^([^:/]+://[^:/@]*):[^@]*@", rf"\1:{MASK}@", url)
+
+
+# --- where each key sits in the file ----------------------------------------------------
+
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """``{"section.key": line}`` for each key and table header of a TOML text.
+
+    A scan of the lines, not a parser: enough for ``key = value`` under
+    ``[section]`` headers and dotted keys, which is what a configuration holds.
+    Lines inside a multi-line value may be misread as keys; those names are
+    only looked up for keys the parser really found, so a stray entry is harmless.
+    """
+    found: dict[str, int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _TABLE.match(line):
+            table = _dotted(header[1])
+            found.setdefault(table, number)
+        elif key := _KEY.match(line):
+            name = _dotted(key[1])
+            found.setdefault(f"{table}.{name}" if table else name, number)
+    return found
+
+
+def _dotted(text: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in text.split("."))
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def key_name(field_name: str) -> str:
+    # `from` is a Python keyword; the dataclass field is `from_`.
+    return field_name.rstrip("_")
+
+
+def flat_values(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"section.key": value}`` for every key, in the order of the dataclasses."""
+    found: dict[str, Any] = {}
+    for fld in dataclasses.fields(config):
+        value = getattr(config, fld.name)
+        dotted = f"{prefix}{key_name(fld.name)}"
+        if dataclasses.is_dataclass(value):
+            found.update(flat_values(value, f"{dotted}."))
+        else:
+            found[dotted] = value
+    return found
+
+
+def read_text_file(file: Path) -> tuple[str, Problem | None]:
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        return "", Problem("", str(file), f"cannot read: {error.strerror}")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as error:
+        return "", Problem("", str(file), f"not UTF-8 text (byte {error.start + 1} of the file)")
+
+
+class Reading:
+    """What building the configuration collects, so that every problem is reported at once."""
+
+    def __init__(self, file: Path | None, text: str, env: Mapping[str, str]) -> None:
+        self.file = file
+        self.lines = key_lines(text)
+        self.env = env
+        self.sources: dict[str, str] = {}
+        self.problems: list[Problem] = []
+
+    def source(self, key: str) -> str:
+        if key in self.lines:
+            return f"{self.file}:{self.lines[key]}"
+        return str(self.file) if self.file else "default"
+
+    def problem(self, key: str, what: str, source: str | None = None) -> None:
+        if what.startswith(f"{key}: "):
+            what = what[len(key) + 2 :]
+        if key in SECRET_KEYS:
+            what = what.split(", got ")[0]  # a secret is never echoed, even a wrong one
+        self.problems.append(Problem(key, self.source(key) if source is None else source, what))
+
+
+# --- the rules ----------------------------------------------------------------------------
+
+DURATION_KEYS = (
+    "shutdown_grace",
+    "requests.expire_after",
+    "scheduler.sweep_every",
+    "outbound.timeout",
+    "outbound.first_retry",
+    "outbound.give_up_after",
+    "inbound.bad_code_window",
+    "leases.owner_timeout",
+    "web.sign_in_valid",
+    "web.session_valid",
+    "limits.sign_in_window",
+    "limits.mail_window",
+)
+OPTIONAL_DURATION_KEYS = ("retention",)  # empty: off
+POSITIVE_KEYS = ("inbound.max_bytes", "inbound.bad_code_limit")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*/=?^_`{|}~.-]+$")
+
+
+def check_values(values: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(key, what is wrong)`` for each value that cannot be used as it stands."""
+    for key, value in values.items():
+        if key.endswith("_port") or key == "web.port":
+            yield from _port(key, value)
+    for key in DURATION_KEYS:
+        yield from _positive_duration(key, values.get(key))
+    for key in OPTIONAL_DURATION_KEYS:
+        if values.get(key):
+            yield from _positive_duration(key, values[key])
+    for key in POSITIVE_KEYS:
+        if isinstance(values.get(key), int) and values[key] <= 0:
+            yield key, f"must be more than 0, got {values[key]}"
+    yield from _reminders(values)
+    yield from _port_clashes(values)
+    for key, check in _SINGLE_CHECKS.items():
+        if key in values and (what := check(values[key])):
+            yield key, what
+
+
+def _port(key: str, value: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(value, int) and not 1 <= value <= 65535:
+        yield key, f"must be a port number from 1 to 65535, got {value}"
+
+
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 (recognised, not bound)
+_LISTENERS = (
+    ("inbound.smtp_port", "inbound.smtp_host"),
+    ("web.port", "web.host"),
+    ("web.metrics_port", "web.metrics_host"),
+)
+
+
+def _port_clashes(values: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """Two of the daemon's own listeners on one port of one address cannot both start."""
+    taken: dict[int, str] = {}
+    for port_key, host_key in _LISTENERS:
+        port = values.get(port_key)
+        host = values.get(host_key) or values.get("web.host")
+        if not isinstance(port, int):
+            continue
+        for other_port, other_key in taken.items():
+            other_host = values.get(other_key.replace("port", "host")) or values.get("web.host")
+            wildcard = bool(_ANY_ADDRESS & {host, other_host})
+            if other_port == port and (host == other_host or wildcard):
+                yield port_key, f"port {port} is also {other_key}'s: two listeners cannot share it"
+        taken[port] = port_key
+
+
+def _duration(value: Any) -> timedelta | None:
+    try:
+        return parse_duration(value)
+    except ConfigError:
+        return None
+
+
+def _positive_duration(key: str, value: Any) -> Iterator[tuple[str, str]]:
+    if value is None:
+        return
+    length = _duration(value)
+    if length is None:
+        yield key, f"not a duration: {value!r} (use e.g. '90s', '36h', '7d')"
+    elif length <= timedelta(0):
+        yield key, f"must be longer than 0s, got {value!r}"
+
+
+def _reminders(values: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    expire = _duration(values.get("requests.expire_after", ""))
+    for text in values.get("requests.remind_after", ()):
+        length = _duration(text)
+        if length is None:
+            yield "requests.remind_after", f"not a duration: {text!r} (use e.g. '2d')"
+        elif length <= timedelta(0):
+            yield "requests.remind_after", f"must be longer than 0s, got {text!r}"
+        elif expire is not None and timedelta(0) < expire <= length:
+            expiry = values.get("requests.expire_after")
+            yield (
+                "requests.remind_after",
+                f"{text!r} is not before requests.expire_after ({expiry!r}): "
+                "the request would expire before the reminder",
+            )
+
+
+def _public_url(value: Any) -> str | None:
+    parts = urlsplit(str(value))
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        return f"must be an http:// or https:// URL, got {value!r}"
+    return None
+
+
+def _domain(value: Any) -> str | None:
+    text = str(value)
+    labels = text.rstrip(".").split(".")
+    if len(text) > 253 or not all(_LABEL.match(label) for label in labels):
+        return f"must be a domain name such as example.com, got {value!r}"
+    return None
+
+
+def _reply_local(value: Any) -> str | None:
+    if not _LOCAL_PART.match(str(value)) or "+" in str(value):
+        return f"must be the local part of an address, without '+' or '@', got {value!r}"
+    return None
+
+
+def _owner_timeout(value: Any) -> str | None:
+    length = _duration(value)
+    # Heartbeats come every third of it: less would free live daemons' work.
+    if length is not None and timedelta(0) < length < timedelta(seconds=3):
+        return f"must be at least 3s, got {value!r}"
+    return None
+
+
+def _key_limits(value: Any) -> str | None:
+    for key, spec in dict(value).items():
+        try:
+            parse_key_limits(key, spec)
+        except ConfigError as error:
+            return str(error).removeprefix("api.key_limits.")
+    return None
+
+
+def _api_keys(value: Any) -> str | None:
+    if any(not name or not key for name, key in dict(value).items()):
+        return "every API key needs a name and a non-empty key"
+    return None
+
+
+def database_problem(url: str) -> str | None:
+    """Why this SQLAlchemy URL cannot be used, or None: SQLite or PostgreSQL, driver installed."""
+    if not url:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = _url_without_password(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return f"not a database URL: {shown!r} (use sqlite:///PATH or postgresql+psycopg://...)"
+    if parsed.get_backend_name() not in {"sqlite", "postgresql"}:
+        return f"{parsed.get_backend_name()} is not supported: use SQLite or PostgreSQL"
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        return f"unknown database driver {parsed.drivername!r}: use postgresql+psycopg://"
+    driver = getattr(dialect, "driver", "")
+    module = {"psycopg": "psycopg", "psycopg2": "psycopg2", "pysqlite": "sqlite3"}.get(driver)
+    if module and importlib.util.find_spec(module) is None:
+        extra = " (pip install 'countersign[postgresql]')" if "psycopg" in module else ""
+        return f"the database driver {module} is not installed{extra}"
+    return None
+
+
+_SINGLE_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "mail.public_url": _public_url,
+    "mail.domain": _domain,
+    "mail.reply_local": _reply_local,
+    "api.keys": _api_keys,
+    "api.key_limits": _key_limits,
+    "leases.owner_timeout": _owner_timeout,
+    "database.url": lambda url: database_problem(str(url)),
+    "log_level": lambda level: (
+        None
+        if str(level) in {"debug", "info", "warning", "error"}
+        else f"must be one of debug, info, warning, error, got {level!r}"
+    ),
+}
