@@ -9,6 +9,7 @@ as ``COUNTERSIGN_<SECTION>_<KEY>`` (top-level keys as ``COUNTERSIGN_<KEY>``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -70,8 +71,12 @@ class InboundConfig:
     imap_processed_folder: str = "Processed"
     imap_tls: bool = True
     imap_starttls: bool = False  # with imap_tls = false: upgrade a plain connection (port 143)
-    bad_code_limit: int = 5
+    # Wrong codes from one source (client address) before its wrong codes are
+    # answered 429 / 450 (a valid code always works), and over which window.
+    bad_code_limit: int = 10
     bad_code_window: str = "1h"
+    # Wrong codes naming one request, from any source, before further ones are refused.
+    bad_code_request_limit: int = 200
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class OutboundConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Addresses or networks of reverse proxies whose X-Forwarded-For names the client.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,6 +256,13 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{key}: {error}") from None
     if config.sweep_every <= timedelta(0):
         raise ConfigError("scheduler.sweep_every: must be more than 0s")
+    for proxy in config.web.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"web.trusted_proxies: not an address or network: {proxy!r}"
+            ) from None
 
 
 def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:

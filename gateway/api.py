@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway import metrics
+from gateway.sources import ClientSources
 from rules.contacts import CONTACT_TYPES, ContactType
 from rules.states import Decision, State
 from store.db import Store
@@ -200,14 +201,21 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ApiError} for status in (401, 422, *statuses)}
 
 
-def api_router(store: Store, policy: Policy, keys: Mapping[str, str]) -> APIRouter:
+def api_router(
+    store: Store,
+    policy: Policy,
+    keys: Mapping[str, str],
+    sources: ClientSources | None = None,
+) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Depends(key_checker(keys))])
-    _request_routes(router, store, policy)
+    _request_routes(router, store, policy, sources or ClientSources())
     _record_routes(router, store)
     return router
 
 
-def _request_routes(router: APIRouter, store: Store, policy: Policy) -> None:
+def _request_routes(
+    router: APIRouter, store: Store, policy: Policy, sources: ClientSources
+) -> None:
     @router.post(
         "/service/{serviceName}/changeContact",
         response_model=list[int],
@@ -247,8 +255,8 @@ def _request_routes(router: APIRouter, store: Store, policy: Policy) -> None:
     def get_task(id: TaskId) -> dict[str, Any]:
         return requests.show(store, id)
 
-    _decision_route(router, store, policy, "accept", Decision.ACCEPT)
-    _decision_route(router, store, policy, "refuse", Decision.DECLINE)
+    _decision_route(router, store, policy, sources, "accept", Decision.ACCEPT)
+    _decision_route(router, store, policy, sources, "refuse", Decision.DECLINE)
 
     @router.post(
         "/contactChange/{id}/resendEmail",
@@ -272,15 +280,31 @@ def _request_routes(router: APIRouter, store: Store, policy: Policy) -> None:
 
 
 def _decision_route(
-    router: APIRouter, store: Store, policy: Policy, verb: str, decision: Decision
+    router: APIRouter,
+    store: Store,
+    policy: Policy,
+    sources: ClientSources,
+    verb: str,
+    decision: Decision,
 ) -> None:
-    def decide(id: TaskId, body: TokenBody) -> dict[str, Any]:
+    def decide(id: TaskId, body: TokenBody, request: Request) -> dict[str, Any]:
+        # Wrong codes count against the calling system's client address (or the
+        # forwarded one behind a trusted proxy), like the page's.
         try:
-            result = requests.decide(store, body.token, decision, policy, request_id=id, via="api")
+            result = requests.decide(
+                store,
+                body.token,
+                decision,
+                policy,
+                request_id=id,
+                via="api",
+                source=sources.of(request),
+            )
         except BadCode:
             metrics.count_command("invalid", "api")
             raise
-        metrics.count_command(str(decision), "api")
+        if not result.repeated:  # the same answer twice is answered, not counted again
+            metrics.count_command(str(decision), "api")
         return result.request
 
     router.post(

@@ -34,7 +34,7 @@ from gateway.reading_mime import (
     parse,
 )
 from gateway.reading_quotes import library_reply, new_lines
-from workflow.codes import normalize_code
+from workflow.codes import normalize_code, stand_in_hash
 
 OUTCOMES = ("accept", "decline", "ambiguous", "no-command", "automated", "bounce", "malformed")
 MAX_MESSAGE_ID = 250  # longer is not a real Message-ID; fall back to the content hash
@@ -174,7 +174,7 @@ def _address_code(
         local, _, domain = address.rpartition("@")
         base, plus, tag = local.partition("+")
         if plus and base.lower() == reply_local.lower() and domain.lower() == mail_domain.lower():
-            code = normalize_code(tag)
+            code = tag if stand_in_hash(tag) is not None else normalize_code(tag)
             if code is not None:
                 return code
     return None

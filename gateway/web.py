@@ -27,6 +27,7 @@ from config import Config
 from gateway import metrics
 from gateway.api import Unauthorized, api_router
 from gateway.pages import Pages, page_router
+from gateway.sources import ClientSources
 from rules.contacts import Refusal
 from store.db import Store
 from workflow.policy import Policy
@@ -113,6 +114,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_invalid(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        paths = [
+            tuple(i.get("loc", ()))
+            for i in exc.errors()
+            if tuple(i.get("loc", ()))[:1] == ("path",)
+        ]
+        if paths:
+            # /contactChange/0, /99999999999999999999, /abc: no such thing, not a bad body.
+            what = "contact change request" if paths[0][1:] == ("id",) else "such resource"
+            return error_response(404, f"no {what}", "not-found")
         return error_response(422, _validation_message(exc), "invalid")
 
     async def on_http(_request: Request, exc: Exception) -> Response:
@@ -195,8 +205,9 @@ def create_app(store: Store, config: Config, *, health: Callable[[], bool]) -> F
     )
     install_error_handlers(app)
     install_guard(app)
-    app.include_router(page_router(Pages(store, policy)))
-    app.include_router(api_router(store, policy, config.api.keys))
+    sources = ClientSources.from_config(config)
+    app.include_router(page_router(Pages(store, policy, sources)))
+    app.include_router(api_router(store, policy, config.api.keys, sources))
     install_operations(app, store, health)
     _check_unique_operations(app)
     return app
