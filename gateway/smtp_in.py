@@ -217,9 +217,12 @@ def _source(session: Session) -> str:
 
 
 class _NoCodes(logging.Filter):
-    """aiosmtpd's "mail.log" at DEBUG prints every RCPT TO:<confirm+CODE@...>."""
+    """aiosmtpd's "mail.log" prints every RCPT TO:<confirm+CODE@...>, and at DEBUG
+    every line of every message: the bodies are dropped, the codes replaced."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("DATA readline"):
+            return False
         message = record.getMessage()
         cleaned = redact_text(message)
         if cleaned != message:

@@ -34,8 +34,9 @@ from workflow.codes import normalize_code, stand_in
 MAX_HASHES = 50
 _GROUP = rb"[A-Za-z2-7]{8}"
 # Not after "<": our own Message-IDs are <hex@domain>, and hex can look like base32.
+# After "=3D" too: a quoted-printable "=" (``?token=3DCODE``).
 _CODE = re.compile(
-    rb"(?<![A-Za-z0-9<])" + _GROUP + rb"(?:[-. ]?" + _GROUP + rb"){3}(?![A-Za-z0-9])"
+    rb"(?:(?<==3D)|(?<![A-Za-z0-9<]))" + _GROUP + rb"(?:[-. ]?" + _GROUP + rb"){3}(?![A-Za-z0-9])"
 )
 _ENCODED_PART = re.compile(
     rb"^content-transfer-encoding:[ \t]*(base64|quoted-printable)", re.IGNORECASE | re.MULTILINE
