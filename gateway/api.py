@@ -37,10 +37,16 @@ MAX_ID = 2**31 - 1  # the largest id every supported database can compare with
 # and PostgreSQL refuses NUL outright.
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
+# Addresses, service names and zones are judged by rules/names.py, as on the command
+# line and in imports, so that a bad one gets the same reason (a 400) at every door;
+# the length bound here only keeps absurd bodies out.
+Checked = Annotated[str, StringConstraints(max_length=20_000)]
+# An account looked up, not created: what no account can be is refused before the store.
 Email = Annotated[str, StringConstraints(min_length=3, max_length=320, pattern=_PRINTABLE)]
-ServiceName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=_PRINTABLE)]
+NewEmail = Checked
+ServiceName = Checked
 Amount = Annotated[str, StringConstraints(pattern=r"^\d{1,12}(\.\d{1,2})?$")]
-Zone = Annotated[str, StringConstraints(min_length=1, max_length=16, pattern=_PRINTABLE)]
+Zone = Checked
 Token = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_PRINTABLE)]
 Language = Literal["en", "fr"]
 
@@ -120,14 +126,14 @@ class AccountView(BaseModel):
 
 class AccountUpdate(Strict):
     zone: Zone | None = None
-    contactEmail: Email | None = None
+    contactEmail: NewEmail | None = None
     language: Language | None = None
     paymentMethodValid: bool | None = None
     balanceDue: Amount | None = Field(None, description='Outstanding amount, e.g. "12.50".')
 
 
 class AccountCreate(AccountUpdate):
-    account: Email
+    account: NewEmail
     zone: Zone
 
 

@@ -244,8 +244,10 @@ def test_resend_kills_the_old_code_and_the_new_one_works(seeded: tuple[Cli, Db])
         assert stale.code == 1 and len(stale.stderr_lines) == 1, str(stale)
     accepted = cli.json("accept", str(request_id), new[A])
     assert {v["account"]: v["decision"] for v in accepted["validators"]} == {A: "accept", B: None}
-    # A code works once.
-    assert cli.refused("accept", str(request_id), new[A])
+    # A code works once: the same answer again is said to be done, another is refused.
+    again = cli.ok("accept", str(request_id), new[A])
+    assert again.stdout == f"already accepted by {A}; nothing changed\n"
+    assert "already been used" in cli.refused("decline", str(request_id), new[A])
     shown = cli.json("request", "show", str(request_id))
     assert shown["validators"][0]["via"] == "cli" and shown["validators"][0]["at"]
 

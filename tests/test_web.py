@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from config import Config, InboundConfig, WebConfig
 from gateway.pages import preferred_language
@@ -21,7 +21,7 @@ from gateway.web import create_app
 from rules.contacts import ContactType
 from runtime import StartupError, run_daemon
 from store.db import Store
-from store.models import Event, OutboxMessage, Validator
+from store.models import Event, OutboxMessage, Service, Validator
 from tests.web_support import Mailbox, free_port, web_config
 from workflow import requests
 from workflow.directory import AccountChanges, add_service, update_account
@@ -230,9 +230,17 @@ def test_why_nothing_happened(
 def test_values_are_escaped(
     client: TestClient, world: Store, mailbox: Mailbox, policy: Policy
 ) -> None:
+    # Names and addresses cannot hold markup any more (rules/names.py); a row written
+    # before that check, or by hand, is still escaped on the page.
     add_service(
-        world, "<i>evil</i>.example", "admin@example.com", "admin@example.com", "admin@example.com"
+        world, "evil.example", "admin@example.com", "admin@example.com", "admin@example.com"
     )
+    with world.write() as session:
+        session.execute(
+            update(Service)
+            .where(Service.domain == "evil.example")
+            .values(domain="<i>evil</i>.example")
+        )
     requests.change_contacts(
         world, "<i>evil</i>.example", "admin@example.com", {TECH: "new@example.com"}, policy
     )

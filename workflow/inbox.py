@@ -718,6 +718,8 @@ def list_inbox(store: Store, *, failed: bool = False, limit: int = 50) -> list[d
 
 def retry(store: Store, inbox_id: int, *, now: datetime | None = None) -> dict[str, Any]:
     """Give a quarantined message a fresh set of attempts."""
+    if not 0 < inbox_id < 2**31:
+        raise NotFound("inbox message", inbox_id)
     with store.write() as session:
         row = session.get(InboxMessage, inbox_id, with_for_update=True)
         if row is None:

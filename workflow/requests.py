@@ -112,8 +112,13 @@ def _prepared(session: Session) -> _Prepared | None:
     return prepared if isinstance(prepared, _Prepared) else None
 
 
+MAX_ID = 2**31 - 1  # the largest id every supported database can compare with
+
+
 def load_request(session: Session, request_id: int, *, lock: bool = False) -> ChangeRequest:
     """The request with its validators, locked for update when asked (PostgreSQL)."""
+    if not 0 < request_id <= MAX_ID:
+        raise NotFound("request", request_id)  # `request show 99999999999999999999999`
     prepared = _prepared(session)
     request: ChangeRequest | None
     if prepared is not None and request_id in prepared.requests:
@@ -323,6 +328,8 @@ def decide(
     (workflow/guess_limits.py).  A valid code always works.
     """
     now = now or utcnow()
+    if request_id is not None and not 0 < request_id <= MAX_ID:
+        raise NotFound("request", request_id)
     with store.write() as session:
         outcome = decide_in(
             session,
