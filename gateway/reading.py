@@ -107,6 +107,10 @@ def _read(
     mail_domain: str,
 ) -> Reading:
     message_id = _message_id(msg, raw)
+    forged = _from_problem(msg)
+    if forged is not None:
+        # Whose mail is it? Reading the first From would let a forger pick: nobody's.
+        return Reading(message_id, None, "malformed", None, forged)
     sender = _sender(msg)
     address_code = _address_code(msg, recipients, reply_local, mail_domain)
     automation = classify(msg, raw, envelope_sender)
@@ -158,6 +162,18 @@ def _message_id(msg: Message, raw: bytes) -> str:
     if value and len(value) <= MAX_MESSAGE_ID and _MESSAGE_ID.match(value):
         return value
     return _raw_id(raw)
+
+
+def _from_problem(msg: Message) -> str | None:
+    """Why the From cannot name one sender, or None when it can (or is absent)."""
+    values = msg.get_all("From") or []
+    if len(values) > 1:
+        return f"{len(values)} From headers: not read as anyone's"
+    if values:
+        mailboxes = [a for _, a in getaddresses([header_text(msg, "From")]) if "@" in a]
+        if len(mailboxes) > 1:
+            return f"a From of {len(mailboxes)} mailboxes: not read as anyone's"
+    return None
 
 
 def _sender(msg: Message) -> str | None:

@@ -394,3 +394,31 @@ def test_retry_refuses_what_is_not_quarantined(world: Store, policy: Policy, t0:
         inbox.retry(world, made)
     with pytest.raises(NotFound):
         inbox.retry(world, made + 100)
+
+
+@pytest.mark.parametrize(
+    ("from_lines", "why"),
+    [
+        (["From: admin@example.com", "From: mallory@example.org"], "2 From headers"),
+        (["From: mallory@example.org", "From: admin@example.com"], "2 From headers"),
+        (["From: admin@example.com, mallory@example.org"], "a From of 2 mailboxes"),
+    ],
+)
+def test_a_mail_of_several_senders_is_nobodys(
+    world: Store,
+    policy: Policy,
+    t0: datetime,
+    request_id: int,
+    from_lines: list[str],
+    why: str,
+) -> None:
+    """Even with the validator's real code: no decision, no answer, and the reason recorded."""
+    genuine = admin_reply(world, request_id).decode()
+    head, body = genuine.split("\r\n\r\n", 1)
+    lines = [line for line in head.split("\r\n") if not line.startswith("From:")]
+    raw = ("\r\n".join(from_lines + lines) + "\r\n\r\n" + body).encode()
+    assert receive(world, policy, raw, t0) == "malformed"
+    assert decisions(world, request_id)["admin@example.com"] == (None, None)
+    assert command_results(world) == []
+    event = mail_events(world)[0]
+    assert why in str(event["reason"]) and event["read"] == "malformed"
