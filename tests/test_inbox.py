@@ -23,6 +23,7 @@ from tests.mail_helpers import (
     reply,
 )
 from workflow import inbox
+from workflow.codes import hash_code
 from workflow.inbox import MailReading, Received, process_due, store_received
 from workflow.policy import Policy
 from workflow.requests import show
@@ -422,3 +423,19 @@ def test_a_mail_of_several_senders_is_nobodys(
     assert command_results(world) == []
     event = mail_events(world)[0]
     assert why in str(event["reason"]) and event["read"] == "malformed"
+
+
+def test_a_stand_in_written_by_the_sender_is_no_code(
+    world: Store, policy: Policy, t0: datetime, request_id: int
+) -> None:
+    """Someone who learned a code's hash (a stolen backup) cannot use it as the code."""
+    real = codes(world, request_id)["admin@example.com"]
+    stand_in = f"hashed{hash_code(real)}"
+    for raw in (
+        reply(None, first_line=f"ACCEPT {stand_in}"),
+        reply(None, to=f"confirm+{stand_in}@countersign.localhost"),
+    ):
+        assert receive(world, policy, raw, t0) in ("refused:no-code", "no-command")
+    assert decisions(world, request_id)["admin@example.com"] == (None, None)
+    # Whereas the code itself, redacted on the way in, still works.
+    assert receive(world, policy, admin_reply(world, request_id), t0) == "accepted"

@@ -25,6 +25,7 @@ import quopri
 import re
 from collections.abc import Sequence
 from email.generator import BytesGenerator
+from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.policy import compat32
 from io import BytesIO
@@ -35,11 +36,22 @@ MAX_HASHES = 50
 _GROUP = rb"[A-Za-z2-7]{8}"
 # Not after "<": our own Message-IDs are <hex@domain>, and hex can look like base32.
 # After "=3D" too: a quoted-printable "=" (``?token=3DCODE``).
+# One separator throughout, as codes are shown: "Accepted ABCDEFGH-..." is the word
+# and the code, not a code made of the word and three groups.
 _CODE = re.compile(
-    rb"(?:(?<==3D)|(?<![A-Za-z0-9<]))" + _GROUP + rb"(?:[-. ]?" + _GROUP + rb"){3}(?![A-Za-z0-9])"
+    rb"(?:(?<==3D)|(?<![A-Za-z0-9<]))"
+    + _GROUP
+    + rb"([-. ]?)"
+    + _GROUP
+    + rb"\1"
+    + _GROUP
+    + rb"\1"
+    + _GROUP
+    + rb"(?![A-Za-z0-9])"
 )
 _ENCODED_PART = re.compile(
-    rb"^content-transfer-encoding:[ \t]*(base64|quoted-printable)", re.IGNORECASE | re.MULTILINE
+    rb"^content-transfer-encoding:[ \t]*(base64|quoted-printable)|=\?[^?\s]+\?[bq]\?",
+    re.IGNORECASE | re.MULTILINE,
 )
 
 
@@ -81,6 +93,7 @@ def _redact_parts(raw: bytes, found: dict[str, None]) -> bytes:
     try:
         msg = email.message_from_bytes(raw, policy=compat32)
         changed = [_redact_part(part, found) for part in msg.walk() if not part.is_multipart()]
+        changed += [_redact_headers(part, found) for part in msg.walk()]
         return _serialize(msg, raw) if any(changed) else raw
     except Exception:  # a message the library cannot take apart is kept as it came
         return raw
@@ -99,6 +112,26 @@ def _redact_part(part: Message, found: dict[str, None]) -> bool:
     encoded = base64.encodebytes(cleaned) if encoding == "base64" else quopri.encodestring(cleaned)
     part.set_payload(encoded.decode("ascii"))
     return True
+
+
+def _redact_headers(part: Message, found: dict[str, None]) -> bool:
+    """RFC 2047 encoded words (a Subject typed with an accent) decoded, codes taken out."""
+    changed = False
+    for name in {n for n, value in part.items() if "=?" in str(value)}:
+        values = [str(v) for v in part.get_all(name) or []]
+        cleaned = [_redact_header(value, found) for value in values]
+        if cleaned != values:
+            del part[name]  # all of that name, written back in their order
+            for value in cleaned:
+                part[name] = value
+            changed = True
+    return changed
+
+
+def _redact_header(value: str, found: dict[str, None]) -> str:
+    decoded = str(make_header(decode_header(value)))
+    cleaned = _redact_bytes(decoded.encode("utf-8"), found).decode("utf-8")
+    return value if cleaned == decoded else Header(cleaned, "utf-8").encode()
 
 
 def _serialize(msg: Message, raw: bytes) -> bytes:
