@@ -428,3 +428,20 @@ def test_account_update_with_nothing_to_change_is_a_usage_error(tmp_path: Path) 
     nothing = cli.run("account", "update", "a@example.com")
     assert (nothing.code, len(nothing.stderr_lines)) == (2, 1)
     assert "Nothing to update" in nothing.stderr
+
+
+def test_ids_out_of_range_are_unknown_never_a_traceback(cli: tuple[Cli, Db]) -> None:
+    run, _ = cli
+    huge = "99999999999999999999999"
+    results = run.run_all(
+        [
+            ("request", "show", huge),
+            ("accept", huge, "AAAAAAAA-BBBBBBBB-CCCCCCCC-DDDDDDDD"),
+            ("resend", huge),
+            ("cancel", huge, "--as", "a@example.com"),
+            ("inbox", "retry", huge),
+        ]
+    )
+    for result in results:
+        assert result.code == 1 and len(result.stderr_lines) == 1, str(result)
+        assert "unknown" in result.stderr_lines[0] and huge in result.stderr_lines[0]
