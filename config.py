@@ -79,8 +79,12 @@ class InboundConfig:
     imap_processed_folder: str = "Processed"
     imap_tls: bool = True
     imap_starttls: bool = False  # with imap_tls = false: upgrade a plain connection (port 143)
-    bad_code_limit: int = 5
+    # Wrong codes from one source (client address) before its wrong codes are
+    # answered 429 / 450 (a valid code always works), and over which window.
+    bad_code_limit: int = 10
     bad_code_window: str = "1h"
+    # Wrong codes naming one request, from any source, before further ones are refused.
+    bad_code_request_limit: int = 200
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class WebConfig:
     # A listener of its own for /metrics (off: /metrics on the web port).
     metrics_host: str | None = None
     metrics_port: int | None = None
+    # Addresses or networks of reverse proxies whose X-Forwarded-For names the client.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

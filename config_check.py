@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -318,6 +319,15 @@ def _key_limits(value: Any) -> str | None:
     return None
 
 
+def _trusted_proxies(value: Any) -> str | None:
+    for proxy in value or ():
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            return f"not an address or network: {proxy!r}"
+    return None
+
+
 def _api_keys(value: Any) -> str | None:
     if any(not name or not key for name, key in dict(value).items()):
         return "every API key needs a name and a non-empty key"
@@ -357,6 +367,7 @@ _SINGLE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "api.keys": _api_keys,
     "api.key_limits": _key_limits,
     "leases.owner_timeout": _owner_timeout,
+    "web.trusted_proxies": _trusted_proxies,
     "database.url": lambda url: database_problem(str(url)),
     "log_level": lambda level: (
         None

@@ -332,6 +332,8 @@ def decision_command(decision: Decision) -> Callable[..., None]:
 
         def human() -> list[str]:
             verb = "accepted" if decision is Decision.ACCEPT else "declined"
+            if result.repeated:
+                return [f"already {verb} by {result.account}; nothing changed"]
             if result.waiting_for:
                 return [f"{verb} by {result.account}; waiting for {', '.join(result.waiting_for)}"]
             return [f"{verb} by {result.account}; request is now {result.request['state']}"]

@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway import metrics
+from gateway.sources import ClientSources
 from rules.contacts import CONTACT_TYPES, ContactType
 from rules.states import Decision, State
 from store.db import Store
@@ -37,10 +38,16 @@ MAX_ID = 2**31 - 1  # the largest id every supported database can compare with
 # and PostgreSQL refuses NUL outright.
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
+# Addresses, service names and zones are judged by rules/names.py, as on the command
+# line and in imports, so that a bad one gets the same reason (a 400) at every door;
+# the length bound here only keeps absurd bodies out.
+Checked = Annotated[str, StringConstraints(max_length=20_000)]
+# An account looked up, not created: what no account can be is refused before the store.
 Email = Annotated[str, StringConstraints(min_length=3, max_length=320, pattern=_PRINTABLE)]
-ServiceName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=_PRINTABLE)]
+NewEmail = Checked
+ServiceName = Checked
 Amount = Annotated[str, StringConstraints(pattern=r"^\d{1,12}(\.\d{1,2})?$")]
-Zone = Annotated[str, StringConstraints(min_length=1, max_length=16, pattern=_PRINTABLE)]
+Zone = Checked
 Token = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_PRINTABLE)]
 Language = Literal["en", "fr"]
 
@@ -120,14 +127,14 @@ class AccountView(BaseModel):
 
 class AccountUpdate(Strict):
     zone: Zone | None = None
-    contactEmail: Email | None = None
+    contactEmail: NewEmail | None = None
     language: Language | None = None
     paymentMethodValid: bool | None = None
     balanceDue: Amount | None = Field(None, description='Outstanding amount, e.g. "12.50".')
 
 
 class AccountCreate(AccountUpdate):
-    account: Email
+    account: NewEmail
     zone: Zone
 
 
@@ -208,10 +215,13 @@ def api_router(
     keys: Mapping[str, str],
     key_limits: Mapping[str, SendLimits] | None = None,
     clock: Callable[[], datetime] | None = None,
+    sources: ClientSources | None = None,
 ) -> APIRouter:
-    """``key_limits``: the send limits of the keys that have some (workflow/send_limits)."""
+    """``key_limits``: the send limits of the keys that have some (workflow/send_limits);
+    ``sources``: who a client is, for the wrong-code limits (gateway/sources)."""
     router = APIRouter(prefix="/v1", dependencies=[Depends(key_checker(keys))])
-    _request_routes(router, store, policy, _Limited(key_limits or {}, clock))
+    limited = _Limited(key_limits or {}, clock)
+    _request_routes(router, store, policy, limited, sources or ClientSources())
     _record_routes(router, store)
     return router
 
@@ -232,7 +242,9 @@ class _Limited:
         return self.clock() if self.clock is not None else None
 
 
-def _request_routes(router: APIRouter, store: Store, policy: Policy, limited: _Limited) -> None:
+def _request_routes(
+    router: APIRouter, store: Store, policy: Policy, limited: _Limited, sources: ClientSources
+) -> None:
     @router.post(
         "/service/{serviceName}/changeContact",
         response_model=list[int],
@@ -281,8 +293,8 @@ def _request_routes(router: APIRouter, store: Store, policy: Policy, limited: _L
     def get_task(id: TaskId) -> dict[str, Any]:
         return requests.show(store, id)
 
-    _decision_route(router, store, policy, "accept", Decision.ACCEPT)
-    _decision_route(router, store, policy, "refuse", Decision.DECLINE)
+    _decision_route(router, store, policy, sources, "accept", Decision.ACCEPT)
+    _decision_route(router, store, policy, sources, "refuse", Decision.DECLINE)
 
     @router.post(
         "/contactChange/{id}/resendEmail",
@@ -308,15 +320,31 @@ def _request_routes(router: APIRouter, store: Store, policy: Policy, limited: _L
 
 
 def _decision_route(
-    router: APIRouter, store: Store, policy: Policy, verb: str, decision: Decision
+    router: APIRouter,
+    store: Store,
+    policy: Policy,
+    sources: ClientSources,
+    verb: str,
+    decision: Decision,
 ) -> None:
-    def decide(id: TaskId, body: TokenBody) -> dict[str, Any]:
+    def decide(id: TaskId, body: TokenBody, request: Request) -> dict[str, Any]:
+        # Wrong codes count against the calling system's client address (or the
+        # forwarded one behind a trusted proxy), like the page's.
         try:
-            result = requests.decide(store, body.token, decision, policy, request_id=id, via="api")
+            result = requests.decide(
+                store,
+                body.token,
+                decision,
+                policy,
+                request_id=id,
+                via="api",
+                source=sources.of(request),
+            )
         except BadCode:
             metrics.count_command("invalid", "api")
             raise
-        metrics.count_command(str(decision), "api")
+        if not result.repeated:  # the same answer twice is answered, not counted again
+            metrics.count_command(str(decision), "api")
         return result.request
 
     router.post(

@@ -3,8 +3,10 @@
 A GET (or HEAD) only reads: mail security scanners open every link, some
 run its scripts, so the page has no script and nothing happens until a
 person presses Accept or Decline.  The POST goes through the same
-`workflow.requests.decide` as mail, so the same rules and the same lock on
-bad codes hold.  The code itself is never logged nor echoed after use.
+`workflow.requests.decide` as mail, so the same rules and the same limits on
+wrong codes hold (counted by the client's address, gateway/sources.py).  An id
+that names no request answers exactly as a request does to someone without its
+code.  The code itself is never logged nor echoed after use.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from gateway import metrics
 from gateway.render import utc_datetime
-from rules.states import Decision, State
+from gateway.sources import ClientSources
+from rules.states import Decision
 from store.db import Store
 from templates import TEMPLATE_DIR
-from workflow import requests, throttle
+from workflow import guess_limits, requests
 from workflow.errors import BadCode, NotFound
 from workflow.policy import Policy
 from workflow.views import request_json
@@ -36,6 +39,8 @@ MAX_ID = 2**31 - 1  # the largest id every supported database can compare with
 
 # Why nothing happened -> HTTP status of the page that says so.
 _FAILURE_STATUS = {"closed": 409, "expired": 409, "used": 409, "locked": 429}
+_HOLDER_ANSWERS = frozenset({"closed", "expired", "used"})
+_ALREADY = {Decision.ACCEPT: "already-accepted", Decision.DECLINE: "already-declined"}
 
 
 def page_environment() -> jinja2.Environment:
@@ -108,9 +113,10 @@ def look(store: Store, request_id: int, token: str) -> Sight:
 class Pages:
     """Renders the pages; one per app, holding its store and policy."""
 
-    def __init__(self, store: Store, policy: Policy) -> None:
+    def __init__(self, store: Store, policy: Policy, sources: ClientSources | None = None) -> None:
         self.store = store
         self.policy = policy
+        self.sources = sources or ClientSources()
         self.env = page_environment()
 
     def render(self, name: str, language: str, status: int, **values: Any) -> HTMLResponse:
@@ -123,71 +129,71 @@ class Pages:
     def missing(self, request_id: object, language: str) -> HTMLResponse:
         return self.render("missing.html.j2", language, 404, request_id=request_id)
 
-    def locked(self, request_id: int) -> bool:
-        """Whether too many bad codes were tried on this request lately (a read only)."""
-        try:
-            throttle.check_and_count(
-                self.store,
-                sender=None,
-                request_id=request_id,
-                now=requests.utcnow(),
-                limit=self.policy.bad_code_limit,
-                window=self.policy.bad_code_window,
-            )
-        except BadCode:
-            return True
+    def wrong_link(self, request_id: int, source: str) -> bool:
+        """A link with a wrong code was opened: counted like a wrong POST; True when limited.
+
+        Counted, not acted on: nothing the request, its validators or the audit
+        trail hold changes (mail scanners open links, but with the right code).
+        """
+        now = requests.utcnow()
+        with self.store.write() as session:
+            if guess_limits.source_limited(session, source, now, self.policy):
+                return True
+            guess_limits.count(session, source, request_id, "web", now, self.policy)
         return False
 
-    def show(self, request_id: int, token: str, accept_language: str | None) -> HTMLResponse:
-        # While locked the code is not even looked at: the page must not tell a guesser
-        # (by its details or its language) what the POST would refuse to check.
-        locked = self.locked(request_id)
-        sight = look(self.store, request_id, "" if locked else token)
+    def show(
+        self, request_id: int, token: str, accept_language: str | None, source: str
+    ) -> HTMLResponse:
+        sight = look(self.store, request_id, token)
         language = sight.holder_language or preferred_language(accept_language)
-        if not sight.exists:
-            return self.missing(request_id, language)
         usable = sight.request is not None
+        # Whether the id names a request or not, without its code the page is the same.
+        limited = bool(token) and not usable and self.wrong_link(request_id, source)
         note = None if usable or not token else "invalid-link"
         return self.render(
             "confirm.html.j2",
             language,
-            200,
+            429 if limited else 200,
             request_id=request_id,
             request=sight.request,
             token=token if usable else "",
-            note="locked" if locked else note,
+            note="locked" if limited else note,
         )
 
     def act(
-        self, request_id: int, token: str, decision: str, accept_language: str | None
+        self, request_id: int, token: str, decision: str, accept_language: str | None, source: str
     ) -> HTMLResponse:
-        locked = self.locked(request_id)
         # Looked up before deciding: once used, the code no longer names its holder.
-        sight = look(self.store, request_id, "" if locked else token)
+        sight = look(self.store, request_id, token)
         language = sight.holder_language or preferred_language(accept_language)
-        if not sight.exists:
-            return self.missing(request_id, language)
-        if locked:
-            metrics.count_command("invalid", "web")
-            return self.failure(request_id, language, "locked", sight.state, 429)
         if not token:
-            return self.failure(request_id, language, "missing-code", sight.state, 400)
+            return self.failure(request_id, language, "missing-code", None, 400)
         if decision not in {str(d) for d in Decision}:
-            return self.failure(request_id, language, "bad-decision", sight.state, 400)
-        return self.decide(request_id, token, Decision(decision), language)
+            return self.failure(request_id, language, "bad-decision", None, 400)
+        return self.decide(request_id, token, Decision(decision), language, source)
 
     def decide(
-        self, request_id: int, token: str, decision: Decision, language: str
+        self, request_id: int, token: str, decision: Decision, language: str, source: str
     ) -> HTMLResponse:
         """The act itself, through the workflow mail uses, and its outcome page."""
         try:
             result = requests.decide(
-                self.store, token, decision, self.policy, request_id=request_id, via="web"
+                self.store,
+                token,
+                decision,
+                self.policy,
+                request_id=request_id,
+                via="web",
+                source=source,
             )
         except BadCode as bad:
             metrics.count_command("invalid", "web")
             log.info("web answer to request %s changed nothing: %s", request_id, bad.code)
             return self.failure(request_id, language, *self._why(request_id, bad.code))
+        if result.repeated:
+            # A double click, a second tab: the first one did it; say so, count nothing.
+            return self.failure(request_id, language, _ALREADY[decision], None, 200)
         metrics.count_command(str(decision), "web")
         log.info("web: %s answered %s to request %s", result.account, decision, request_id)
         return self.render(
@@ -203,11 +209,12 @@ class Pages:
         )
 
     def _why(self, request_id: int, code: str) -> tuple[str, str | None, int]:
-        """The reason to show, the request's state now, and the page's status."""
-        state = look(self.store, request_id, "").state
-        if code == "unknown-code" and state is not None and state != State.VALIDATING:
-            # Codes die when a request closes: say it is closed, not that the code is wrong.
-            code = "closed"
+        """The reason to show, the request's state now, and the page's status.
+
+        The state only to the holder of a real code ("closed", "expired", "used"):
+        to anyone else a known request and an unknown id look the same.
+        """
+        state = look(self.store, request_id, "").state if code in _HOLDER_ANSWERS else None
         return code, state, _FAILURE_STATUS.get(code, 400)
 
     def failure(
@@ -242,7 +249,7 @@ def page_router(pages: Pages) -> APIRouter:
         language = request.headers.get("accept-language")
         if number is None:
             return pages.missing(request_id, preferred_language(language))
-        return pages.show(number, token.strip(), language)
+        return pages.show(number, token.strip(), language, pages.sources.of(request))
 
     @router.post("/confirm/{request_id}")
     def confirm_act(
@@ -255,7 +262,7 @@ def page_router(pages: Pages) -> APIRouter:
         language = request.headers.get("accept-language")
         if number is None:
             return pages.missing(request_id, preferred_language(language))
-        return pages.act(number, token.strip(), decision, language)
+        return pages.act(number, token.strip(), decision, language, pages.sources.of(request))
 
     @router.get("/static/countersign.css")
     def stylesheet() -> FileResponse:

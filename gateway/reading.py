@@ -34,7 +34,7 @@ from gateway.reading_mime import (
     parse,
 )
 from gateway.reading_quotes import library_reply, new_lines
-from workflow.codes import normalize_code
+from workflow.codes import normalize_code, stand_in_hash
 
 OUTCOMES = ("accept", "decline", "ambiguous", "no-command", "automated", "bounce", "malformed")
 MAX_MESSAGE_ID = 250  # longer is not a real Message-ID; fall back to the content hash
@@ -107,6 +107,10 @@ def _read(
     mail_domain: str,
 ) -> Reading:
     message_id = _message_id(msg, raw)
+    forged = _from_problem(msg)
+    if forged is not None:
+        # Whose mail is it? Reading the first From would let a forger pick: nobody's.
+        return Reading(message_id, None, "malformed", None, forged)
     sender = _sender(msg)
     address_code = _address_code(msg, recipients, reply_local, mail_domain)
     automation = classify(msg, raw, envelope_sender)
@@ -160,6 +164,18 @@ def _message_id(msg: Message, raw: bytes) -> str:
     return _raw_id(raw)
 
 
+def _from_problem(msg: Message) -> str | None:
+    """Why the From cannot name one sender, or None when it can (or is absent)."""
+    values = msg.get_all("From") or []
+    if len(values) > 1:
+        return f"{len(values)} From headers: not read as anyone's"
+    if values:
+        mailboxes = [a for _, a in getaddresses([header_text(msg, "From")]) if "@" in a]
+        if len(mailboxes) > 1:
+            return f"a From of {len(mailboxes)} mailboxes: not read as anyone's"
+    return None
+
+
 def _sender(msg: Message) -> str | None:
     address = address_in(header_text(msg, "From")).strip().lower()
     local, at, domain = address.rpartition("@")
@@ -174,7 +190,7 @@ def _address_code(
         local, _, domain = address.rpartition("@")
         base, plus, tag = local.partition("+")
         if plus and base.lower() == reply_local.lower() and domain.lower() == mail_domain.lower():
-            code = normalize_code(tag)
+            code = tag if stand_in_hash(tag) is not None else normalize_code(tag)
             if code is not None:
                 return code
     return None

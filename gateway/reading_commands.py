@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from workflow.codes import normalize_code
+from workflow.codes import normalize_code, stand_in_hash
 
 ACCEPT = "accept"
 DECLINE = "decline"
@@ -90,6 +90,8 @@ def find_code(text: str) -> str | None:
     """The first run of consecutive tokens that reads as a code, e.g. split as displayed."""
     tokens = _CODE_TOKENS.findall(text)[:MAX_TOKENS]
     for start in range(len(tokens)):
+        if stand_in_hash(tokens[start]) is not None:
+            return str(tokens[start])  # a code taken out before storing (workflow/redaction.py)
         length = 0
         for end in range(start, min(start + MAX_CODE_TOKENS, len(tokens))):
             length += len(tokens[end])

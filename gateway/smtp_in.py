@@ -23,8 +23,12 @@ from typing import Protocol, TypeAlias
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from config import Config
+from gateway.guesses import CodeRecipients
 from store.db import Store
+from workflow.guess_limits import source_key
 from workflow.inbox import Arrival, store_many, store_received
+from workflow.policy import Policy
+from workflow.redaction import redact_text
 
 log = logging.getLogger("countersign.smtp")
 
@@ -160,10 +164,12 @@ class InboxHandler:
         mailbox: Mailbox,
         receive: Receive | None = None,
         receive_many: ReceiveMany = store_many,
+        codes: CodeRecipients | None = None,
     ) -> None:
         self.store = store
         self.mailbox = mailbox
         self.intake = Intake(store, receive_many, receive)
+        self.codes = codes or CodeRecipients(store, Policy())
 
     async def handle_RCPT(
         self,
@@ -177,6 +183,9 @@ class InboxHandler:
             return "550 5.1.1 No such mailbox here"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
+        refusal = await self.codes.refusal(address, envelope.rcpt_tos, _source(session))
+        if refusal is not None:
+            return refusal
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -187,6 +196,7 @@ class InboxHandler:
             envelope_from=envelope.mail_from,
             recipients=tuple(envelope.rcpt_tos),
             now=datetime.now(UTC),
+            source=_source(session),
         )
         try:
             stored = await self.intake.store_one(arrival)
@@ -216,7 +226,32 @@ def _smtp_class(max_bytes: int) -> type[SMTP]:
     return type("LongLinesSMTP", (SMTP,), {"line_length_limit": limit})
 
 
+def _source(session: Session) -> str:
+    """The connecting client, as the guess limits count it."""
+    peer = session.peer
+    host = peer[0] if isinstance(peer, tuple) and peer else peer
+    return source_key(str(host)) if host else "unknown"
+
+
+class _NoCodes(logging.Filter):
+    """aiosmtpd's "mail.log" prints every RCPT TO:<confirm+CODE@...>, and at DEBUG
+    every line of every message: the bodies are dropped, the codes replaced."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("DATA readline"):
+            return False
+        message = record.getMessage()
+        cleaned = redact_text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+_NO_CODES = _NoCodes()
+
+
 def make_smtp(handler: InboxHandler, config: Config) -> SMTP:
+    logging.getLogger("mail.log").addFilter(_NO_CODES)  # once: the same instance
     return _smtp_class(config.inbound.max_bytes)(
         handler,
         # Named, so aiosmtpd does not ask DNS for our name on every connection.
@@ -244,7 +279,8 @@ async def start_smtp(
     ``receive_many`` stores a group of messages in one transaction; ``receive``,
     when given, stores each message alone instead (tests use it to inject failures).
     """
-    handler = InboxHandler(store, Mailbox.from_config(config), receive, receive_many)
+    codes = CodeRecipients(store, Policy.from_config(config), config.mail.reply_local)
+    handler = InboxHandler(store, Mailbox.from_config(config), receive, receive_many, codes)
 
     def factory() -> SMTP:
         return make_smtp(handler, config)

@@ -33,6 +33,7 @@ from gateway.account_web import AccountSite, loggable_path
 from gateway.api import Unauthorized, api_router
 from gateway.outage import install_outage_handler
 from gateway.pages import Pages, page_router
+from gateway.sources import ClientSources
 from rules.contacts import Refusal
 from store.db import Store
 from workflow.policy import Policy
@@ -127,6 +128,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_invalid(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        paths = [
+            tuple(i.get("loc", ()))
+            for i in exc.errors()
+            if tuple(i.get("loc", ()))[:1] == ("path",)
+        ]
+        if paths:
+            # /contactChange/0, /99999999999999999999, /abc: no such thing, not a bad body.
+            what = "contact change request" if paths[0][1:] == ("id",) else "such resource"
+            return error_response(404, f"no {what}", "not-found")
         return error_response(422, _validation_message(exc), "invalid")
 
     async def on_http(_request: Request, exc: Exception) -> Response:
@@ -248,11 +258,14 @@ def create_app(
     )
     install_error_handlers(app)
     install_guard(app)
-    pages = Pages(store, policy)
+    sources = ClientSources.from_config(config)
+    pages = Pages(store, policy, sources)
     install_outage_handler(app, pages, error_response)  # 503 while the store is unreachable
     app.include_router(page_router(pages))
     app.include_router(account_router(AccountSite(store, config, clock)))
-    app.include_router(api_router(store, policy, config.api.keys, key_limits(config), clock))
+    app.include_router(
+        api_router(store, policy, config.api.keys, key_limits(config), clock, sources)
+    )
     # With a metrics listener of its own, /metrics is not on the public port.
     install_operations(app, store, health, with_metrics=not config.web.metrics_port)
     _check_unique_operations(app)

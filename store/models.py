@@ -221,6 +221,11 @@ class InboxMessage(Base):
     outcome: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime | None]
+    # The connecting client's address (SMTP), which the guess limits count by.
+    source: Mapped[str | None] = mapped_column(String(64))
+    # Hashes of the codes taken out of ``raw`` and ``recipients`` before storing
+    # (workflow/redaction.py): only these stand-ins are read back as codes.
+    code_hashes: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class ImapCursor(Base):
@@ -302,3 +307,25 @@ class WebSession(Base):
 # The send limits count code mails by recipient address (workflow/send_limits.py):
 # the accounts whose contact email is that address are found by this index.
 Index("ix_accounts_contact_email", Account.contact_email)
+
+
+class WrongCode(Base):
+    """One wrong validation code tried, by whom (its source) and on which request.
+
+    What the guess limits count (workflow/guess_limits.py): in the store, so
+    every daemon sharing it sees the same counts.  Rows older than the window
+    are removed as new ones come.
+    """
+
+    __tablename__ = "wrong_codes"
+    __table_args__ = (
+        Index("ix_wrong_codes_source_at", "source", "at"),
+        Index("ix_wrong_codes_request_at", "request_id", "at"),
+        Index("ix_wrong_codes_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[int | None] = mapped_column(Integer)  # as named; it may not exist
+    via: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]

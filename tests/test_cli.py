@@ -244,8 +244,10 @@ def test_resend_kills_the_old_code_and_the_new_one_works(seeded: tuple[Cli, Db])
         assert stale.code == 1 and len(stale.stderr_lines) == 1, str(stale)
     accepted = cli.json("accept", str(request_id), new[A])
     assert {v["account"]: v["decision"] for v in accepted["validators"]} == {A: "accept", B: None}
-    # A code works once.
-    assert cli.refused("accept", str(request_id), new[A])
+    # A code works once: the same answer again is said to be done, another is refused.
+    again = cli.ok("accept", str(request_id), new[A])
+    assert again.stdout == f"already accepted by {A}; nothing changed\n"
+    assert "already been used" in cli.refused("decline", str(request_id), new[A])
     shown = cli.json("request", "show", str(request_id))
     assert shown["validators"][0]["via"] == "cli" and shown["validators"][0]["at"]
 
@@ -426,3 +428,20 @@ def test_account_update_with_nothing_to_change_is_a_usage_error(tmp_path: Path) 
     nothing = cli.run("account", "update", "a@example.com")
     assert (nothing.code, len(nothing.stderr_lines)) == (2, 1)
     assert "Nothing to update" in nothing.stderr
+
+
+def test_ids_out_of_range_are_unknown_never_a_traceback(cli: tuple[Cli, Db]) -> None:
+    run, _ = cli
+    huge = "99999999999999999999999"
+    results = run.run_all(
+        [
+            ("request", "show", huge),
+            ("accept", huge, "AAAAAAAA-BBBBBBBB-CCCCCCCC-DDDDDDDD"),
+            ("resend", huge),
+            ("cancel", huge, "--as", "a@example.com"),
+            ("inbox", "retry", huge),
+        ]
+    )
+    for result in results:
+        assert result.code == 1 and len(result.stderr_lines) == 1, str(result)
+        assert "unknown" in result.stderr_lines[0] and huge in result.stderr_lines[0]

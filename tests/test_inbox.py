@@ -24,6 +24,7 @@ from tests.mail_helpers import (
     reply,
 )
 from workflow import inbox
+from workflow.codes import hash_code
 from workflow.inbox import MailReading, Received, process_due, store_received
 from workflow.policy import Policy
 from workflow.requests import show
@@ -182,23 +183,19 @@ def test_guessed_code_from_a_stranger_changes_nothing_and_tells_nobody(
     assert command_results(world) == []
 
 
-def test_sixth_bad_code_in_an_hour_is_locked_out(
+def test_wrong_codes_limit_their_source_not_the_validator(
     world: Store, policy: Policy, t0: datetime, request_id: int
 ) -> None:
-    for attempt in range(5):
+    for attempt in range(policy.bad_code_limit + 2):
         raw = reply(GUESS, sender="admin@example.com", first_line=f"Accept ({attempt})")
-        assert receive(world, policy, raw, t0 + timedelta(minutes=attempt)) == (
-            "refused:unknown-code"
-        )
-    # Even the right code, from that sender, within the hour: locked.
-    assert receive(world, policy, admin_reply(world, request_id), t0 + timedelta(minutes=10)) == (
-        "refused:locked"
+        expected = "refused:unknown-code" if attempt < policy.bad_code_limit else "refused:locked"
+        assert receive(world, policy, raw, t0 + timedelta(minutes=attempt)) == expected
+    # The right code, from that same sender and source, within the hour: it works.
+    assert receive(world, policy, admin_reply(world, request_id), t0 + timedelta(minutes=30)) == (
+        "accepted"
     )
-    assert decisions(world, request_id)["admin@example.com"] == (None, None)
+    assert decisions(world, request_id)["admin@example.com"] == ("accept", "smtp")
     assert command_results(world) == []
-    # An hour later the lock is gone.
-    later = t0 + timedelta(hours=1, minutes=6)
-    assert receive(world, policy, admin_reply(world, request_id), later) == "accepted"
 
 
 def test_both_validators_in_one_batch_complete_the_request(
@@ -224,20 +221,22 @@ def test_both_validators_in_one_batch_complete_the_request(
     assert outbox_kinds(world) == ["accepted-waiting"]
 
 
-def test_sixth_bad_code_in_one_batch_is_locked_out(
+def test_wrong_codes_past_the_limit_in_one_batch_do_not_stop_the_real_reply(
     world: Store, policy: Policy, t0: datetime, request_id: int
 ) -> None:
-    for attempt in range(5):
+    for attempt in range(policy.bad_code_limit + 1):
         deliver(
             world, reply(GUESS, sender="admin@example.com", first_line=f"Accept ({attempt})"), t0
         )
     deliver(world, admin_reply(world, request_id), t0)
-    assert process_due(world, policy, read, t0) == 6
+    while process_due(world, policy, read, t0):
+        pass
     assert [outcome for _, outcome in inbox_rows(world)] == [
-        *["refused:unknown-code"] * 5,
+        *["refused:unknown-code"] * policy.bad_code_limit,
         "refused:locked",
+        "accepted",
     ]
-    assert decisions(world, request_id)["admin@example.com"] == (None, None)
+    assert decisions(world, request_id)["admin@example.com"] == ("accept", "smtp")
 
 
 def test_answers_go_once_a_day_per_address_and_reason(
@@ -399,3 +398,47 @@ def test_retry_refuses_what_is_not_quarantined(world: Store, policy: Policy, t0:
         inbox.retry(world, made)
     with pytest.raises(NotFound):
         inbox.retry(world, made + 100)
+
+
+@pytest.mark.parametrize(
+    ("from_lines", "why"),
+    [
+        (["From: admin@example.com", "From: mallory@example.org"], "2 From headers"),
+        (["From: mallory@example.org", "From: admin@example.com"], "2 From headers"),
+        (["From: admin@example.com, mallory@example.org"], "a From of 2 mailboxes"),
+    ],
+)
+def test_a_mail_of_several_senders_is_nobodys(
+    world: Store,
+    policy: Policy,
+    t0: datetime,
+    request_id: int,
+    from_lines: list[str],
+    why: str,
+) -> None:
+    """Even with the validator's real code: no decision, no answer, and the reason recorded."""
+    genuine = admin_reply(world, request_id).decode()
+    head, body = genuine.split("\r\n\r\n", 1)
+    lines = [line for line in head.split("\r\n") if not line.startswith("From:")]
+    raw = ("\r\n".join(from_lines + lines) + "\r\n\r\n" + body).encode()
+    assert receive(world, policy, raw, t0) == "malformed"
+    assert decisions(world, request_id)["admin@example.com"] == (None, None)
+    assert command_results(world) == []
+    event = mail_events(world)[0]
+    assert why in str(event["reason"]) and event["read"] == "malformed"
+
+
+def test_a_stand_in_written_by_the_sender_is_no_code(
+    world: Store, policy: Policy, t0: datetime, request_id: int
+) -> None:
+    """Someone who learned a code's hash (a stolen backup) cannot use it as the code."""
+    real = codes(world, request_id)["admin@example.com"]
+    stand_in = f"hashed{hash_code(real)}"
+    for raw in (
+        reply(None, first_line=f"ACCEPT {stand_in}"),
+        reply(None, to=f"confirm+{stand_in}@countersign.localhost"),
+    ):
+        assert receive(world, policy, raw, t0) in ("refused:no-code", "no-command")
+    assert decisions(world, request_id)["admin@example.com"] == (None, None)
+    # Whereas the code itself, redacted on the way in, still works.
+    assert receive(world, policy, admin_reply(world, request_id), t0) == "accepted"

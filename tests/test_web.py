@@ -5,29 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from config import Config, InboundConfig, WebConfig
 from gateway.pages import preferred_language
 from gateway.web import create_app
 from rules.contacts import ContactType
-from rules.states import Decision
 from runtime import StartupError, run_daemon
 from store.db import Store
-from store.models import Event, OutboxMessage, Validator
-from tests.conftest import T0
-from tests.web_support import KEY, Mailbox, free_port, web_config
-from workflow import requests, throttle
+from store.models import Event, OutboxMessage, Service, Validator
+from tests.web_support import Mailbox, free_port, web_config
+from workflow import requests
 from workflow.directory import AccountChanges, add_service, update_account
-from workflow.errors import BadCode
 from workflow.policy import Policy
 
 TECH = ContactType.TECH
@@ -128,7 +125,8 @@ def test_a_dead_token_says_so_without_details(
     other_request = client.get(
         local(mailbox.latest("new@example.com").link).replace(f"/{task}?", "/999?")
     )
-    assert other_request.status_code == 404
+    assert other_request.status_code == 200 and "no longer works" in other_request.text
+    assert "new@example.com" not in other_request.text
 
 
 def test_gets_and_heads_change_nothing(
@@ -145,11 +143,35 @@ def test_gets_and_heads_change_nothing(
     assert snapshot(world) == before == (before[0], before[1], [None, None])
 
 
-def test_unknown_ids_are_404_pages(client: TestClient) -> None:
-    for path in ("/confirm/999", "/confirm/abc", "/confirm/99999999999999999999", "/confirm/0"):
+def test_ids_that_cannot_be_ids_are_404_pages(client: TestClient) -> None:
+    for path in ("/confirm/abc", "/confirm/99999999999999999999", "/confirm/0", "/confirm/-1"):
         page = client.get(path)
         assert page.status_code == 404 and "No such request" in page.text
-    assert client.post("/confirm/999", data={"token": "X", "decision": "accept"}).status_code == 404
+        posted = client.post(path, data={"token": "X", "decision": "accept"})
+        assert posted.status_code == 404 and "No such request" in posted.text
+
+
+def test_an_unknown_id_answers_as_a_request_does_without_its_code(
+    client: TestClient, mailbox: Mailbox, task: int
+) -> None:
+    # Ids are sequential: the page must not say which exist to whoever counts them.
+    wrong = "AAAAAAAA-BBBBBBBB-CCCCCCCC-DDDDDDDD"
+    for suffix in ("", f"?token={wrong}"):
+        known, unknown = client.get(f"/confirm/{task}{suffix}"), client.get(f"/confirm/999{suffix}")
+        assert known.status_code == unknown.status_code == 200
+        assert without_id(known.text) == without_id(unknown.text)
+    form = {"token": wrong, "decision": "accept"}
+    known, unknown = (
+        client.post(f"/confirm/{task}", data=form),
+        client.post("/confirm/999", data=form),
+    )
+    assert known.status_code == unknown.status_code == 400
+    assert without_id(known.text) == without_id(unknown.text)
+
+
+def without_id(html: str) -> str:
+    """The page with the request number it was asked for left out."""
+    return re.sub(r'(#|action="|href="|/confirm/)\d+', r"\1ID", html)
 
 
 # --- POST: acts through the workflow ---------------------------------------------------------
@@ -171,8 +193,12 @@ def test_accept_then_accept_then_again(
     assert second.status_code == 200
     assert "Acceptée : le changement est en cours" in second.text
     again = client.post(f"/confirm/{task}", data={"token": admin, "decision": "accept"})
-    assert again.status_code == 409
-    assert "This request is already accepted, being checked" in again.text
+    # The same answer twice (a double click): said to be done, never counted as wrong.
+    assert again.status_code == 200
+    assert "You have already accepted this request" in again.text
+    changed = client.post(f"/confirm/{task}", data={"token": admin, "decision": "decline"})
+    assert changed.status_code == 409
+    assert "This request is already accepted, being checked" in changed.text
     shown = requests.show(world, task)
     assert [v["via"] for v in shown["validators"]] == ["web", "web"]
 
@@ -204,9 +230,17 @@ def test_why_nothing_happened(
 def test_values_are_escaped(
     client: TestClient, world: Store, mailbox: Mailbox, policy: Policy
 ) -> None:
+    # Names and addresses cannot hold markup any more (rules/names.py); a row written
+    # before that check, or by hand, is still escaped on the page.
     add_service(
-        world, "<i>evil</i>.example", "admin@example.com", "admin@example.com", "admin@example.com"
+        world, "evil.example", "admin@example.com", "admin@example.com", "admin@example.com"
     )
+    with world.write() as session:
+        session.execute(
+            update(Service)
+            .where(Service.domain == "evil.example")
+            .values(domain="<i>evil</i>.example")
+        )
     requests.change_contacts(
         world, "<i>evil</i>.example", "admin@example.com", {TECH: "new@example.com"}, policy
     )
@@ -228,89 +262,6 @@ def test_no_code_in_any_log_line(
     assert any(f"POST /confirm/{task} 200" in line for line in lines)
     assert not [line for line in lines if any(code in line for code in codes)]
     assert not [line for line in lines if "token=" in line]
-
-
-# --- the lock on bad codes -----------------------------------------------------------------------
-
-
-def test_bad_codes_from_any_channel_share_one_lock(
-    client: TestClient, mailbox: Mailbox, world: Store, policy: Policy, task: int
-) -> None:
-    good = mailbox.latest("new@example.com").code
-    for _ in range(3):  # through the API...
-        api = client.post(
-            f"/v1/contactChange/{task}/accept",
-            json={"token": "AAAA"},
-            headers={"Authorization": f"Bearer {KEY}"},
-        )
-        assert api.status_code == 400
-    for _ in range(2):  # ...and the page
-        assert (
-            client.post(
-                f"/confirm/{task}", data={"token": "AAAA", "decision": "accept"}
-            ).status_code
-            == 400
-        )
-    locked = client.post(f"/confirm/{task}", data={"token": good, "decision": "accept"})
-    # In English: while locked the code is not looked at, so nothing tells whose it is.
-    assert locked.status_code == 429 and "Too many wrong codes" in locked.text
-    assert requests.show(world, task)["validators"][1]["decision"] is None
-    page = client.get(f"/confirm/{task}?token={good}")
-    assert "Too many wrong codes" in page.text and good not in page.text
-    assert "admin@example.com" not in page.text
-
-
-def test_the_lock_by_sender_and_its_window(world: Store, policy: Policy, task: int) -> None:
-    def bad(sender: str | None, request_id: int | None, minutes: int) -> str:
-        try:
-            requests.decide(
-                world,
-                "AAAA",
-                Decision.ACCEPT,
-                policy,
-                request_id=request_id,
-                via="smtp",
-                sender=sender,
-                now=T0 + timedelta(minutes=minutes),
-            )
-        except BadCode as refused:
-            return refused.code
-        raise AssertionError("a bad code was accepted")
-
-    assert [bad("Mallory@Example.org", None, m) for m in range(6)] == ["unknown-code"] * 5 + [
-        "locked"
-    ]
-    assert bad("someone@example.org", None, 6) == "unknown-code"  # another sender is not locked
-    assert bad("mallory@example.org", None, 61) == "unknown-code"  # the window has slid past
-    throttle.check_and_count(
-        world, sender="mallory@example.org", request_id=None, now=T0 + timedelta(minutes=62)
-    )
-    with pytest.raises(BadCode, match="too many"):
-        throttle.check_and_count(
-            world, sender="mallory@example.org", request_id=None, now=T0 + timedelta(minutes=30)
-        )
-    throttle.check_and_count(world, sender="mallory@example.org", request_id=None, now=T0, limit=0)
-
-
-def test_the_lock_follows_the_policy(world: Store, policy: Policy, task: int) -> None:
-    config = web_config(Path("."), keys={})
-    assert Policy.from_config(config).bad_code_limit == 5
-    assert Policy.from_config(config).bad_code_window == timedelta(hours=1)
-    strict = Policy(bad_code_limit=1, bad_code_window=timedelta(minutes=5))
-    codes = []
-    for minutes in (0, 1, 6):
-        try:
-            requests.decide(
-                world,
-                "AAAA",
-                Decision.ACCEPT,
-                strict,
-                request_id=task,
-                now=T0 + timedelta(minutes=minutes),
-            )
-        except BadCode as refused:
-            codes.append(refused.code)
-    assert codes == ["unknown-code", "locked", "unknown-code"]
 
 
 def test_accept_language() -> None:

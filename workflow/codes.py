@@ -12,6 +12,7 @@ import base64
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 
 CODE_BYTES = 20  # 160 bits: 32 base32 characters, no padding
 CODE_LENGTH = 32
@@ -39,3 +40,35 @@ def hash_code(code: str) -> str:
     if canonical is None:
         raise ValueError("not a validation code")
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+# What workflow/redaction.py puts where a code was in a stored message.
+STAND_IN = "hashed"
+_STAND_IN = re.compile(r"^hashed([0-9a-f]{64})$", re.IGNORECASE)
+
+
+def stand_in(code_hash: str) -> str:
+    return f"{STAND_IN}{code_hash}"
+
+
+def stand_in_hash(text: str) -> str | None:
+    """The hash a stand-in carries, or None when ``text`` is not one."""
+    match = _STAND_IN.match(text.strip())
+    return match[1].lower() if match else None
+
+
+def hash_of(text: str) -> str | None:
+    """The hash a code or a stand-in names (None: neither); see codes_honored for stand-ins."""
+    carried = stand_in_hash(text)
+    if carried is not None:
+        return carried
+    canonical = normalize_code(text)
+    return hash_code(canonical) if canonical is not None else None
+
+
+def honored(text: str | None, produced: Sequence[str]) -> str | None:
+    """``text`` as a code, unless it is a stand-in that the redaction did not produce."""
+    if text is None:
+        return None
+    carried = stand_in_hash(text)
+    return text if carried is None or carried in produced else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -10,19 +9,16 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from rules import names
 from rules.contacts import Refusal
 from store.db import Store
 from store.models import Account, Service
 from workflow.errors import NotFound
-from workflow.facts import find_account, find_service, normalize_email
+from workflow.facts import find_account, find_service
 from workflow.requests import record, utcnow
 from workflow.views import account_json, contact_types_of, service_json
 
 LANGUAGES = ("en", "fr")
-# Deliberately loose: the mail system is the judge of deliverability; this only
-# catches what cannot be an address at all (no @, spaces, CR/LF).
-_EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$|^[^@\s<>,;\"]+@localhost$")
-_ZONE = re.compile(r"^[A-Z]{2,8}$")
 CENT = Decimal("0.01")  # balances are kept to the cent (the column is NUMERIC(14, 2))
 
 
@@ -38,19 +34,13 @@ class AccountChanges:
 
 
 def valid_email(email: str, what: str = "email") -> str:
-    cleaned = normalize_email(email)
-    if not _EMAIL.match(cleaned):
-        raise Refusal("bad-email", f"not an email address: {email!r} ({what})")
-    return cleaned
+    """The one check of an address, whichever door it comes through (rules/names.py)."""
+    return names.check_email(email, what)
 
 
 def valid_changes(changes: AccountChanges) -> AccountChanges:
     """The same changes, checked and normalised, or a Refusal naming the bad value."""
-    zone = changes.zone
-    if zone is not None:
-        zone = zone.strip().upper()
-        if not _ZONE.match(zone):
-            raise Refusal("bad-zone", f"not a zone: {changes.zone!r} (e.g. EU, CA, US)")
+    zone = names.check_zone(changes.zone) if changes.zone is not None else None
     if changes.language is not None and changes.language not in LANGUAGES:
         raise Refusal("bad-language", f"language must be one of {', '.join(LANGUAGES)}")
     balance = changes.balance_due
@@ -132,9 +122,7 @@ def list_accounts(store: Store) -> list[dict[str, Any]]:
 
 
 def add_service(store: Store, domain: str, admin: str, tech: str, billing: str) -> dict[str, Any]:
-    domain = domain.strip().lower()
-    if not domain or any(ch.isspace() for ch in domain):
-        raise Refusal("bad-service", f"not a service name: {domain!r}")
+    domain = names.check_service(domain)
     with store.write() as session:
         if find_service(session, domain) is not None:
             raise Refusal("service-exists", f"service already exists: {domain}")

@@ -8,7 +8,6 @@ line leaves the store exactly as it was.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +16,7 @@ from typing import Any
 from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
+from rules import names
 from rules.contacts import Refusal
 from store.db import Store
 from store.models import Account, Service
@@ -27,7 +27,6 @@ ACCOUNT_KEYS = {"account", "zone", "contactEmail", "language", "paymentMethodVal
 SERVICE_KEYS = {"service", "contactAdmin", "contactTech", "contactBilling"}
 CHUNK = 5_000  # rows per INSERT statement batch / IN (...) lookup
 MAX_REPORTED = 20
-_SPACE = re.compile(r"\s")
 # The bare tables: a Core insert, not the ORM bulk path, which splits rows whose
 # None values differ into separate statements (thousands of them).
 _ACCOUNTS: Table = Account.metadata.tables[Account.__tablename__]
@@ -98,9 +97,7 @@ def _parse_service(item: dict[str, Any]) -> tuple[str, dict[str, str]]:
         raise Refusal("bad-import", f"a service needs {sorted(missing)[0]}")
     if set(item) - SERVICE_KEYS:
         raise Refusal("bad-import", f"unknown field {sorted(set(item) - SERVICE_KEYS)[0]!r}")
-    domain = _text(item, "service").strip().lower()
-    if not domain or _SPACE.search(domain):
-        raise Refusal("bad-import", f"not a service name: {item['service']!r}")
+    domain = names.check_service(_text(item, "service"))
     roles = {
         "admin_id": valid_email(_text(item, "contactAdmin")),
         "tech_id": valid_email(_text(item, "contactTech")),

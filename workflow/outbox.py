@@ -220,6 +220,7 @@ def mark_sent(store: Store, outbox_ids: Sequence[int], now: datetime) -> None:
             .where(OutboxMessage.id.in_(list(outbox_ids)))
             .values(status="sent", sent_at=now, code=None, last_error=None)
         )
+    store.scrub()  # and not left in the write-ahead log either
 
 
 def mark_failed(
@@ -240,11 +241,14 @@ def mark_failed(
         row.last_error = error[:2000]
         if permanent or now - row.created_at >= policy.give_up_after:
             _give_up(session, row, error, now)
-            return True
-        row.status = "pending"
-        row.claimed_by = None
-        row.next_attempt_at = now + retry_delay(row.attempts, policy)
-        return False
+            gave_up = True
+        else:
+            row.status = "pending"
+            row.claimed_by = None
+            row.next_attempt_at = now + retry_delay(row.attempts, policy)
+            return False
+    store.scrub()
+    return gave_up
 
 
 def _give_up(session: Session, row: OutboxMessage, error: str, now: datetime) -> None:

@@ -14,9 +14,11 @@ class Policy:
     remind_after: tuple[timedelta, ...] = (timedelta(days=2), timedelta(days=5))
     mail_domain: str = "countersign.localhost"
     require_sender_match: bool = True
-    # Bad codes (any channel) before a sender or a request is locked out, and for how long.
-    bad_code_limit: int = 5
+    # Wrong codes from one source before its wrong codes are refused, over which window,
+    # and from all sources on one request (workflow/guess_limits.py).
+    bad_code_limit: int = 10
     bad_code_window: timedelta = timedelta(hours=1)
+    bad_code_request_limit: int = 200
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
@@ -27,4 +29,5 @@ class Policy:
             require_sender_match=config.inbound.require_sender_match,
             bad_code_limit=config.inbound.bad_code_limit,
             bad_code_window=parse_duration(config.inbound.bad_code_window),
+            bad_code_request_limit=config.inbound.bad_code_request_limit,
         )

@@ -27,8 +27,8 @@ from rules.states import (
 )
 from store.db import Store, append, wake
 from store.models import Account, ChangeRequest, Event, Validator
-from workflow import send_limits, throttle
-from workflow.codes import hash_code, new_code, normalize_code
+from workflow import guess_limits, send_limits
+from workflow.codes import hash_code, hash_of, new_code
 from workflow.errors import BadCode, NotFound, Refusal
 from workflow.facts import (
     account_facts,
@@ -96,8 +96,7 @@ def prepare_decisions(session: Session, codes: Iterable[str], request_ids: Itera
     the batch is flushed once, at commit.  The requests are locked in id order
     (PostgreSQL), so two daemons' batches cannot deadlock on each other's rows.
     """
-    canonical = {normalize_code(c) for c in codes}
-    hashes = {hash_code(c) for c in canonical if c is not None}
+    hashes = {h for c in codes if (h := hash_of(c)) is not None}
     found = (
         {
             v.code_hash: v
@@ -116,8 +115,13 @@ def _prepared(session: Session) -> _Prepared | None:
     return prepared if isinstance(prepared, _Prepared) else None
 
 
+MAX_ID = 2**31 - 1  # the largest id every supported database can compare with
+
+
 def load_request(session: Session, request_id: int, *, lock: bool = False) -> ChangeRequest:
     """The request with its validators, locked for update when asked (PostgreSQL)."""
+    if not 0 < request_id <= MAX_ID:
+        raise NotFound("request", request_id)  # `request show 99999999999999999999999`
     prepared = _prepared(session)
     request: ChangeRequest | None
     if prepared is not None and request_id in prepared.requests:
@@ -300,13 +304,13 @@ class DecisionResult:
     request: dict[str, Any]
     account: str  # the validator who decided
     waiting_for: tuple[str, ...]  # validators still to answer
+    repeated: bool = False  # this validator had already given this very answer: nothing changed
 
 
 def find_code(session: Session, code: str) -> Validator | None:
-    canonical = normalize_code(code)
-    if canonical is None:
+    hashed = hash_of(code)
+    if hashed is None:
         return None
-    hashed = hash_code(canonical)
     prepared = _prepared(session)
     if prepared is not None and hashed in prepared.validators:
         validator = prepared.validators[hashed]
@@ -324,6 +328,7 @@ def decide(
     request_id: int | None = None,
     via: str = "cli",
     sender: str | None = None,
+    source: str | None = None,
     now: datetime | None = None,
     comment: str | None = None,
 ) -> DecisionResult:
@@ -332,12 +337,14 @@ def decide(
     ``comment`` (the account pages' optional one) goes into the decision's audit event.
 
     A bad code raises BadCode, after committing what finding it out changed
-    (an overdue request is expired on the spot and everyone told) and a
-    "bad-code" event against ``sender`` and ``request_id``; once either has
-    had ``policy.bad_code_limit`` of them within ``policy.bad_code_window``,
-    BadCode("locked") comes before the code is checked (workflow/throttle.py).
+    (an overdue request is expired on the spot and everyone told).  A wrong one
+    counts against ``source`` (None: the operator's command line, never counted)
+    and ``request_id``; past their limits it is refused as "locked"
+    (workflow/guess_limits.py).  A valid code always works.
     """
     now = now or utcnow()
+    if request_id is not None and not 0 < request_id <= MAX_ID:
+        raise NotFound("request", request_id)
     with store.write() as session:
         outcome = decide_in(
             session,
@@ -347,6 +354,7 @@ def decide(
             request_id=request_id,
             via=via,
             sender=sender,
+            source=source,
             now=now,
             comment=comment,
         )
@@ -366,6 +374,7 @@ def decide_in(
     sender: str | None,
     now: datetime,
     comment: str | None = None,
+    source: str | None = None,
 ) -> DecisionResult | BadCode:
     """decide's work inside the caller's transaction; a bad code is returned, not raised.
 
@@ -373,15 +382,6 @@ def decide_in(
     so a crash between the two can never act on one message twice.
     """
     try:
-        # Before the code is even looked at: a locked-out guesser learns nothing.
-        throttle.check_session(
-            session,
-            sender=sender,
-            request_id=request_id,
-            now=now,
-            limit=policy.bad_code_limit,
-            window=policy.bad_code_window,
-        )
         result = _decide(session, code, decision, policy, request_id, via, sender, now)
         if comment:
             record(
@@ -395,25 +395,24 @@ def decide_in(
             )
         return result
     except BadCode as bad:
-        if bad.code == "locked":
+        if bad.code not in guess_limits.GUESSES:
+            return bad  # an answer about a real code ("used", "closed"...): no guess
+        refusal, recorded = guess_limits.wrong_code(
+            session, bad, source=source, request_id=request_id, via=via, now=now, policy=policy
+        )
+        if refusal.code == "locked":
             # Not an event (a guesser could fill the trail), but the operator sees it.
             log.warning(
-                "%s: code refused unlooked-at, sender or request locked out",
+                "%s: wrong code from a source past its limit, refused",
                 f"request {request_id}" if request_id is not None else "no request",
-                extra={
-                    "event": "locked-out",
-                    "request": request_id,
-                    "door": via,
-                    "account": normalize_email(sender) if sender else None,
-                },
+                extra={"event": "locked-out", "request": request_id, "door": via},
             )
-        else:
+        if recorded:
             # Counted against the request only if it exists (the event row points at it).
             named = session.get(ChangeRequest, request_id) if request_id is not None else None
             actor = normalize_email(sender) if sender is not None else None
             record(session, "bad-code", now, request=named, actor=actor, via=via, reason=bad.code)
-            throttle.counted(session, actor, named.id if named is not None else None)
-        return bad
+        return refusal
 
 
 def _decide(
@@ -431,6 +430,9 @@ def _decide(
         raise BadCode("unknown-code", "this validation code is not valid for this request")
     request = load_request(session, found.request_id, lock=True)
     validator = next(v for v in request.validators if v.id == found.id)
+    if validator.decision == str(decision) and _sender_allowed(validator, sender, policy):
+        # The same answer twice (a double click, a second mail): already done, no error.
+        return _result(request, validator, repeated=True)
     _check_usable(session, request, validator, sender, now, policy)
     validator.decision = str(decision)
     validator.decided_at = now
@@ -439,8 +441,21 @@ def _decide(
     # from now on; its hash stays so that the owner is told, not treated as a stranger.
     record(session, str(decision), now, request=request, actor=validator.account.email, via=via)
     _after_decision(session, request, validator, now, policy)
+    return _result(request, validator)
+
+
+def _result(
+    request: ChangeRequest, validator: Validator, *, repeated: bool = False
+) -> DecisionResult:
     waiting = tuple(v.account.email for v in request.validators if v.decision is None)
-    return DecisionResult(request_json(request), validator.account.email, waiting)
+    return DecisionResult(request_json(request), validator.account.email, waiting, repeated)
+
+
+def _sender_allowed(validator: Validator, sender: str | None, policy: Policy) -> bool:
+    if sender is None or not policy.require_sender_match:
+        return True
+    owner = validator.account
+    return normalize_email(sender) in {owner.email, normalize_email(owner.mail_address)}
 
 
 def _check_usable(
@@ -468,11 +483,9 @@ def _check_usable(
         raise BadCode(
             "used", "this validation code has already been used", owner.id, request_id=request.id
         )
-    if sender is not None and policy.require_sender_match:
-        allowed = {owner.email, normalize_email(owner.mail_address)}
-        if normalize_email(sender) not in allowed:
-            # The owner is not told: a forged From must not make us mail anyone.
-            raise BadCode("sender-mismatch", "the sender is not the owner of this code")
+    if not _sender_allowed(validator, sender, policy):
+        # The owner is not told: a forged From must not make us mail anyone.
+        raise BadCode("sender-mismatch", "the sender is not the owner of this code")
 
 
 def _after_decision(

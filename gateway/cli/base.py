@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config import Config, ConfigError, load_config
 from rules.contacts import Refusal
+from rules.names import printable, unseen
 from store.db import Store
 from store.migrate import SchemaBehind, ensure_schema, is_current
 from workflow.policy import Policy
@@ -60,7 +61,7 @@ class App:
 
 def fail(message: str, status: int = 1) -> NoReturn:
     # One line whatever the message holds (an argument echoed back may carry a newline).
-    click.echo(f"countersign: {' '.join(message.split())}", err=True)
+    click.echo(f"countersign: {printable(' '.join(message.split()))}", err=True)
     sys.exit(status)
 
 
@@ -79,6 +80,8 @@ def acts(function: F) -> F:
             fail(str(error), 2)
         except SQLAlchemyError as error:
             fail(f"database: {str(error).splitlines()[0]}")
+        except OverflowError:
+            fail("a number given is out of range (no such id)")
         except OSError as error:
             # e.g. a data_dir that cannot be created: a message, not a traceback.
             fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
@@ -87,11 +90,28 @@ def acts(function: F) -> F:
 
 
 def emit(as_json: bool, document: Any, human: Callable[[], Iterable[str]]) -> None:
+    # Whatever the store holds, no control character reaches the terminal as itself.
     if as_json:
-        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        click.echo(json_printable(json.dumps(document, indent=2, ensure_ascii=False)))
     else:
         for line in human():
-            click.echo(line)
+            click.echo(printable(line))
+
+
+def json_printable(text: str) -> str:
+    """JSON text with each character a terminal would not show as itself \\u-escaped.
+
+    json.dumps escapes C0 controls already; DEL, C1, bidi overrides and the like
+    can only be inside strings, where an escape means the same.
+    """
+    if not unseen(text.replace("\n", "")):
+        return text
+    return "".join(_json_escape(ch) if ch != "\n" and unseen(ch) else ch for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    units = ch.encode("utf-16-be")
+    return "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
