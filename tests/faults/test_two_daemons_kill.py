@@ -36,6 +36,23 @@ REQUESTS = int(os.environ.get("COUNTERSIGN_FAULT_REPLIES", "1000")) // 2
 DUE = 50  # requests due for a reminder, and as many due to expire
 
 
+def kill_and_restart(daemon: Daemon, sender: Sender) -> tuple[float, int]:
+    """SIGKILL, then the same daemon (same data folder) started 20 s later."""
+    daemon.kill()
+    killed = time.monotonic()
+    acked_at_kill = len(sender.acked)
+    time.sleep(max(0.0, killed + 20 - time.monotonic()))
+    daemon.start()
+    return killed, acked_at_kill
+
+
+def sent_rows(store: Store) -> int:
+    with store.read() as session:
+        return int(
+            session.execute(text("SELECT count(*) FROM outbox WHERE status = 'sent'")).scalar() or 0
+        )
+
+
 def test_sigkill_of_one_of_two_daemons_loses_nothing_and_doubles_at_most_what_was_on_the_wire(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -54,20 +71,14 @@ def test_sigkill_of_one_of_two_daemons_loses_nothing_and_doubles_at_most_what_wa
         second.start()
         sender.start()
         sender.wait_for(len(replies) * 2 // 5, timeout=180)
-        first.kill()
-        killed = time.monotonic()
-        acked_at_kill = len(sender.acked)
-        time.sleep(max(0.0, killed + 20 - time.monotonic()))
-        first.start()
+        killed, acked_at_kill = kill_and_restart(first, sender)
         sender.finish(timeout=120)
         counts, _ = wait_until_settled(
             store, lambda: sender.acked, timeout=max(1.0, killed + 60 - time.monotonic())
         )
         settled_after = time.monotonic() - killed
         ids = [m.message_id for m in relay.messages]
-        with store.read() as session:
-            sent = session.execute(text("SELECT count(*) FROM outbox WHERE status = 'sent'"))
-            sent = sent.scalar()
+        sent = sent_rows(store)
         print(
             f"\ntwo daemons, one killed: {len(sender.acked)} of {len(replies)} replies answered"
             f" 250 ({acked_at_kill} before the kill); {counts};"
