@@ -304,6 +304,16 @@ class Deliverer:
     def close(self) -> None:
         """The daemon stops: the composing process, if any, goes too."""
         self.composer.close()
+        if self.recorder.kept:
+            try:
+                self.recorder.flush_kept()
+            except Exception:
+                # Their rows stay claimed by this daemon, free once it is gone: sent again.
+                log.warning(
+                    "%s deliveries could not be recorded (the store is lost);"
+                    " they will be sent again",
+                    self.recorder.kept,
+                )
 
     async def _send_all(
         self, prepared: asyncio.Queue[_Batch | None], tasks: asyncio.TaskGroup
@@ -315,7 +325,7 @@ class Deliverer:
             answered: set[int] = set()
             on_answer = partial(self._answered, answered, batch.now)
             ready = batch.composed.ready
-            outcomes = batch.composed.broken
+            outcomes = list(batch.composed.broken)
             outcomes += await self.transport.send(ready, on_answer) if ready else []
             # What was not recorded as answered (broken, never sent, a Maildir's batch):
             # recorded while the next batch is sent; the TaskGroup waits for it.

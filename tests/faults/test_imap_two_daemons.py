@@ -45,6 +45,16 @@ def wait(condition: object, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
+def start_both(daemons: list[Daemon], dovecot: DovecotServer) -> tuple[list[int], list[str]]:
+    """Both daemons up, one reading: Dovecot's session counts, and who logged that it reads."""
+    for daemon in daemons:
+        daemon.start()
+    wait(lambda: any(reading(d) for d in daemons), 60, "one daemon reads")
+    time.sleep(3)  # the other had time to try as well
+    sessions = [imap_sessions(dovecot) for _ in range(5)]
+    return sessions, [d.name for d in daemons if reading(d)]
+
+
 def test_one_reader_per_mailbox_and_a_prompt_takeover_when_it_dies(
     tmp_path: Path, pg_url: str, dovecot: DovecotServer
 ) -> None:
@@ -59,12 +69,7 @@ def test_one_reader_per_mailbox_and_a_prompt_takeover_when_it_dies(
     }
     daemons = [Daemon(name, tmp_path, pg_url, **imap) for name in ("a", "b")]
     try:
-        for daemon in daemons:
-            daemon.start()
-        wait(lambda: any(reading(d) for d in daemons), 60, "one daemon reads")
-        time.sleep(3)  # the other had time to try as well
-        sessions = [imap_sessions(dovecot) for _ in range(5)]
-        readers = [d.name for d in daemons if reading(d)]
+        sessions, readers = start_both(daemons, dovecot)
         first_half = {r.message_id for r in replies[: len(replies) // 2]}
         dovecot.append([r.raw for r in replies[: len(replies) // 2]])
         before, took = wait_until_settled(store, lambda: first_half, 60, replies_only=True)
