@@ -328,4 +328,5 @@ class Deliverer:
                 outcome.outbox_id,
                 "failed for good" if gave_up else "will be retried",
                 outcome.error,
+                extra={"outbox": outcome.outbox_id, "event": "delivery-attempt-failed"},
             )
