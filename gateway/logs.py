@@ -214,6 +214,11 @@ def apply_level(level: str) -> None:
     logging.getLogger("countersign").setLevel(levelno)
     for name, floor in _NOISY.items():
         logging.getLogger(name).setLevel(max(levelno, floor))
+    # aiosmtpd logs every SMTP command at INFO: lines by the thousand under load, so
+    # only with -v (and then redacted; its DEBUG, the DATA lines, never).
+    logging.getLogger("mail.log").setLevel(
+        logging.INFO if levelno <= logging.DEBUG else max(levelno, logging.WARNING)
+    )
 
 
 def configure_worker(level: int) -> None:

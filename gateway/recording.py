@@ -129,4 +129,5 @@ class Recorder:
             outcome.outbox_id,
             "failed for good" if gave_up else "will be retried",
             outcome.error,
+            extra={"outbox": outcome.outbox_id, "event": "delivery-attempt-failed"},
         )
