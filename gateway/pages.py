@@ -91,6 +91,7 @@ class Sight:
     state: str | None = None
     holder_language: str | None = None  # set when the code is usable on this request
     request: dict[str, Any] | None = None  # shown only to a code holder
+    real_code: bool = False  # the code is this request's, usable or not (used, closed)
 
 
 def look(store: Store, request_id: int, token: str) -> Sight:
@@ -100,13 +101,15 @@ def look(store: Store, request_id: int, token: str) -> Sight:
         except NotFound:
             return Sight(exists=False)
         found = requests.find_code(session, token) if token else None
-        if found is None or found.request_id != request_id or found.decision is not None:
-            return Sight(exists=True, state=request.state)
+        real = found is not None and found.request_id == request_id
+        if found is None or not real or found.decision is not None:
+            return Sight(exists=True, state=request.state, real_code=real)
         return Sight(
             exists=True,
             state=request.state,
             holder_language=found.account.language,
             request=request_json(request),
+            real_code=True,
         )
 
 
@@ -149,7 +152,9 @@ class Pages:
         language = sight.holder_language or preferred_language(accept_language)
         usable = sight.request is not None
         # Whether the id names a request or not, without its code the page is the same.
-        limited = bool(token) and not usable and self.wrong_link(request_id, source)
+        # A holder reopening a used link is no guesser: only wrong codes count.
+        wrong = bool(token) and not sight.real_code
+        limited = wrong and self.wrong_link(request_id, source)
         note = None if usable or not token else "invalid-link"
         return self.render(
             "confirm.html.j2",

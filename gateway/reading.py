@@ -34,6 +34,7 @@ from gateway.reading_mime import (
     parse,
 )
 from gateway.reading_quotes import library_reply, new_lines
+from rules.names import unseen
 from workflow.codes import normalize_code, stand_in_hash
 
 OUTCOMES = ("accept", "decline", "ambiguous", "no-command", "automated", "bounce", "malformed")
@@ -179,6 +180,8 @@ def _from_problem(msg: Message) -> str | None:
 def _sender(msg: Message) -> str | None:
     address = address_in(header_text(msg, "From")).strip().lower()
     local, at, domain = address.rpartition("@")
+    if unseen(address):  # a NUL or an ESC in a From is nobody's address (PostgreSQL refuses NUL)
+        return None
     return address if at and local and domain and " " not in address else None
 
 

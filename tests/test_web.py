@@ -362,3 +362,19 @@ def test_a_web_port_in_use_stops_the_daemon_with_one_line(
             asyncio.run(run_daemon(_daemon_config(tmp_path, port), asyncio.Event()))
     assert f"web server cannot listen on 127.0.0.1:{port}" in str(failed.value)
     assert "\n" not in str(failed.value)
+
+
+def test_reopening_a_used_link_is_not_a_wrong_code(
+    client: TestClient, mailbox: Mailbox, world: Store, task: int
+) -> None:
+    link = local(mailbox.latest("admin@example.com").link)
+    code = mailbox.latest("admin@example.com").code
+    assert (
+        client.post(f"/confirm/{task}", data={"token": code, "decision": "accept"}).status_code
+        == 200
+    )
+    for _ in range(15):  # more than inbound.bad_code_limit: the holder's own code, used
+        page = client.get(link)
+        assert page.status_code == 200 and "no longer works" in page.text
+    wrong = f"/confirm/{task}?token=AAAAAAAA-BBBBBBBB-CCCCCCCC-DDDDDDDD"
+    assert [client.get(wrong).status_code for _ in range(11)] == [200] * 10 + [429]
