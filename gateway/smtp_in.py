@@ -183,7 +183,14 @@ class InboxHandler:
             return "550 5.1.1 No such mailbox here"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
-        refusal = await self.codes.refusal(address, envelope.rcpt_tos, _source(session))
+        try:
+            refusal = await self.codes.refusal(address, envelope.rcpt_tos, _source(session))
+        except Exception as error:
+            # The guess limits live in the store: while it is lost, answer as DATA would
+            # (451, logged once by the store's health), not with a dropped connection.
+            if not self.store.health.failed(error):
+                log.exception("could not check the code of a recipient")
+            return TEMPORARY_FAILURE
         if refusal is not None:
             return refusal
         envelope.rcpt_tos.append(address)

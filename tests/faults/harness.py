@@ -202,6 +202,8 @@ def send_replies(
                     client.close()
             except aiosmtplib.SMTPResponseException as refused:
                 answers.put((time.time(), port, refused.code))
+            except aiosmtplib.SMTPRecipientsRefused as refused:  # answered at RCPT
+                answers.put((time.time(), port, refused.recipients[0].code))
             except (aiosmtplib.SMTPException, OSError):
                 answers.put((time.time(), port, 0))
             await asyncio.sleep(min(0.2 * attempt, 1.0))
