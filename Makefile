@@ -21,7 +21,9 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy reads the folders as the package `countersign` through this link (see pyproject.toml).
 typecheck: venv
+	mkdir -p $(VENV)/mypy && ln -sfn ../.. $(VENV)/mypy/countersign
 	$(BIN)/mypy
 
 unit: venv

@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-from config_check import (
+from countersign.config_check import (
     ConfigError,
     Problem,
     Reading,

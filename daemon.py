@@ -15,14 +15,22 @@ from typing import Any, TypeVar
 
 import click
 
-from gateway.cli import db_cmd, operate
-from gateway.cli.base import App, acts, emit, fail, installed_version, json_option, pass_app
-from gateway.cli.config_cmd import config_group
-from gateway.cli.serve_cmd import serve
-from rules.contacts import ContactType
-from rules.states import Decision, State
-from store.migrate import current_revision, upgrade
-from workflow import directory, importer, inbox, requests
+from countersign.gateway.cli import db_cmd, operate
+from countersign.gateway.cli.base import (
+    App,
+    acts,
+    emit,
+    fail,
+    installed_version,
+    json_option,
+    pass_app,
+)
+from countersign.gateway.cli.config_cmd import config_group
+from countersign.gateway.cli.serve_cmd import serve
+from countersign.rules.contacts import ContactType
+from countersign.rules.states import Decision, State
+from countersign.store.migrate import current_revision, upgrade
+from countersign.workflow import directory, importer, inbox, requests
 
 log = logging.getLogger("countersign")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -16,23 +16,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from config import Config, parse_duration
-from gateway import metrics
-from gateway.cli.service import ServeOptions, Service
-from gateway.delivery import Deliverer
-from gateway.imap_in import ImapReader, start_imap
-from gateway.mail_in import MailIn
-from gateway.retention import daily_purge
-from gateway.smtp_in import start_smtp
-from gateway.web import Health, create_app, create_metrics_app, serve_web
-from scheduler.heartbeat import Heartbeat
-from scheduler.sweeper import Sweeper
-from store.db import Store
-from store.leases import instance_key
-from store.migrate import SchemaBehind, ensure_schema
-from store.watch import CommitWatcher
-from workflow import sweeps
-from workflow.policy import Policy
+from countersign.config import Config, parse_duration
+from countersign.gateway import metrics
+from countersign.gateway.cli.service import ServeOptions, Service
+from countersign.gateway.delivery import Deliverer
+from countersign.gateway.imap_in import ImapReader, start_imap
+from countersign.gateway.mail_in import MailIn
+from countersign.gateway.retention import daily_purge
+from countersign.gateway.smtp_in import start_smtp
+from countersign.gateway.web import Health, create_app, create_metrics_app, serve_web
+from countersign.scheduler.heartbeat import Heartbeat
+from countersign.scheduler.sweeper import Sweeper
+from countersign.store.db import Store
+from countersign.store.leases import instance_key
+from countersign.store.migrate import SchemaBehind, ensure_schema
+from countersign.store.watch import CommitWatcher
+from countersign.workflow import sweeps
+from countersign.workflow.policy import Policy
 
 log = logging.getLogger("countersign")
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from store.db import Store
-from store.migrate import upgrade
-from workflow.importer import import_lines
+from countersign.store.db import Store
+from countersign.store.migrate import upgrade
+from countersign.workflow.importer import import_lines
 
 ZONES = ("EU", "CA", "US")
 

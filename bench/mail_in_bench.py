@@ -46,16 +46,16 @@ from aiosmtpd.smtp import SMTP
 from sqlalchemy import func, select
 
 from bench.seeding import seed_requests
-from config import Config
-from gateway.delivery import MailSettings, compose
-from gateway.mail_in import MailIn, Outcome
-from gateway.smtp_in import start_smtp
-from scheduler.sweeper import Sweeper
-from store.db import Store
-from store.migrate import upgrade
-from store.models import Validator
-from workflow.inbox import Arrival, store_many
-from workflow.outbox import claim_due
+from countersign.config import Config
+from countersign.gateway.delivery import MailSettings, compose
+from countersign.gateway.mail_in import MailIn, Outcome
+from countersign.gateway.smtp_in import start_smtp
+from countersign.scheduler.sweeper import Sweeper
+from countersign.store.db import Store
+from countersign.store.migrate import upgrade
+from countersign.store.models import Validator
+from countersign.workflow.inbox import Arrival, store_many
+from countersign.workflow.outbox import claim_due
 
 CONNECTIONS = 8
 PER_CONNECTION = 500  # then reconnect: the server allows 1000 MAILs per session

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import text
 
 from bench.seeding import seed_requests
-from config import Config, OutboundConfig
-from gateway.delivery import (
+from countersign.config import Config, OutboundConfig
+from countersign.gateway.delivery import (
     BATCH,
     CONNECTIONS,
     Deliverer,
@@ -44,9 +44,9 @@ from gateway.delivery import (
     SmtpTransport,
     compose_all,
 )
-from store.db import Store
-from store.migrate import upgrade
-from workflow.outbox import claim_due
+from countersign.store.db import Store
+from countersign.store.migrate import upgrade
+from countersign.workflow.outbox import claim_due
 
 
 def free_port() -> int:

@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.mail_in_bench import write_replies
 from bench.seeding import seed_requests
-from config import Config
-from gateway.mail_in import InboundSettings, read_inbound
-from store.db import Store
-from store.migrate import upgrade
-from workflow.inbox import Received
+from countersign.config import Config
+from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.store.db import Store
+from countersign.store.migrate import upgrade
+from countersign.workflow.inbox import Received
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"
 ROUNDS = 7  # the fastest round is reported: the others lost time to the neighbours

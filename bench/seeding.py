@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from rules.contacts import ContactType
-from store.db import Store
-from workflow.importer import import_lines
-from workflow.policy import Policy
-from workflow.requests import change_contacts
+from countersign.rules.contacts import ContactType
+from countersign.store.db import Store
+from countersign.workflow.importer import import_lines
+from countersign.workflow.policy import Policy
+from countersign.workflow.requests import change_contacts
 
 
 def seed_requests(store: Store, notices: int) -> None:

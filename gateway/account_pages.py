@@ -16,13 +16,13 @@ from typing import Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from gateway.account_web import SESSION_COOKIE, AccountSite, Visit, service_path
-from gateway.pages import parse_id
-from rules.contacts import CONTACT_TYPES, ContactType
-from rules.states import Decision, State
-from workflow import requests, self_service, sign_in
-from workflow.errors import BadCode, NotFound, Refusal
-from workflow.send_limits import LimitReached
+from countersign.gateway.account_web import SESSION_COOKIE, AccountSite, Visit, service_path
+from countersign.gateway.pages import parse_id
+from countersign.rules.contacts import CONTACT_TYPES, ContactType
+from countersign.rules.states import Decision, State
+from countersign.workflow import requests, self_service, sign_in
+from countersign.workflow.errors import BadCode, NotFound, Refusal
+from countersign.workflow.send_limits import LimitReached
 
 log = logging.getLogger("countersign.web")
 

@@ -22,14 +22,14 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from config import Config, parse_duration
-from gateway.pages import LANGUAGES, page_environment, preferred_language
-from store.db import Store
-from workflow import sign_in
-from workflow.policy import Policy
-from workflow.requests import utcnow
-from workflow.send_limits import SendLimits
-from workflow.sign_in import SignedIn, SignInSettings
+from countersign.config import Config, parse_duration
+from countersign.gateway.pages import LANGUAGES, page_environment, preferred_language
+from countersign.store.db import Store
+from countersign.workflow import sign_in
+from countersign.workflow.policy import Policy
+from countersign.workflow.requests import utcnow
+from countersign.workflow.send_limits import SendLimits
+from countersign.workflow.sign_in import SignedIn, SignInSettings
 
 SESSION_COOKIE = "countersign_session"
 FORM_COOKIE = "countersign_form"

@@ -20,16 +20,16 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from gateway import metrics
-from gateway.sources import ClientSources
-from rules.contacts import CONTACT_TYPES, ContactType
-from rules.states import Decision, State
-from store.db import Store
-from workflow import directory, records, requests
-from workflow.errors import BadCode, NotFound
-from workflow.facts import normalize_email
-from workflow.policy import Policy
-from workflow.send_limits import SendLimits
+from countersign.gateway import metrics
+from countersign.gateway.sources import ClientSources
+from countersign.rules.contacts import CONTACT_TYPES, ContactType
+from countersign.rules.states import Decision, State
+from countersign.store.db import Store
+from countersign.workflow import directory, records, requests
+from countersign.workflow.errors import BadCode, NotFound
+from countersign.workflow.facts import normalize_email
+from countersign.workflow.policy import Policy
+from countersign.workflow.send_limits import SendLimits
 
 log = logging.getLogger("countersign.api")
 

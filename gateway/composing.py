@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import parseaddr
 
-from config import Config
-from gateway.compose import as_bytes, compose_notice
-from gateway.render import render_notice, warm_templates
-from rules.states import CODE_NOTICES, NoticeKind
-from workflow.outbox import Envelope
+from countersign.config import Config
+from countersign.gateway.compose import as_bytes, compose_notice
+from countersign.gateway.render import render_notice, warm_templates
+from countersign.rules.states import CODE_NOTICES, NoticeKind
+from countersign.workflow.outbox import Envelope
 
 log = logging.getLogger("countersign.delivery")
 

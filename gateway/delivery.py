@@ -23,18 +23,20 @@ from typing import Protocol
 
 import aiosmtplib
 
-from config import Config, parse_duration
-from gateway import composing, metrics
-from gateway.composing import Composed, Outcome, Ready, compose_all
-from gateway.composing import MailSettings as MailSettings  # imported from here by the benches
-from gateway.composing import compose as compose
-from gateway.maildir import MaildirTransport
-from gateway.offload import WorkerProcess
-from gateway.recording import Answered, Recorder
-from store.db import Store
-from store.leases import give_back
-from store.models import OutboxMessage
-from workflow.outbox import Envelope, RetryPolicy, claim_due
+from countersign.config import Config, parse_duration
+from countersign.gateway import composing, metrics
+from countersign.gateway.composing import Composed, Outcome, Ready, compose_all
+from countersign.gateway.composing import (
+    MailSettings as MailSettings,  # imported from here by the benches
+)
+from countersign.gateway.composing import compose as compose
+from countersign.gateway.maildir import MaildirTransport
+from countersign.gateway.offload import WorkerProcess
+from countersign.gateway.recording import Answered, Recorder
+from countersign.store.db import Store
+from countersign.store.leases import give_back
+from countersign.store.models import OutboxMessage
+from countersign.workflow.outbox import Envelope, RetryPolicy, claim_due
 
 log = logging.getLogger("countersign.delivery")
 BATCH = 200

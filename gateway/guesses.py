@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from store.db import Store
-from store.models import Validator
-from workflow import guess_limits
-from workflow.codes import hash_code, normalize_code
-from workflow.policy import Policy
+from countersign.store.db import Store
+from countersign.store.models import Validator
+from countersign.workflow import guess_limits
+from countersign.workflow.codes import hash_code, normalize_code
+from countersign.workflow.policy import Policy
 
 MAX_CODE_RECIPIENTS = 3
 TOO_MANY = "452 4.5.3 Too many confirmation addresses in one message"

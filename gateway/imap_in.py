@@ -32,10 +32,10 @@ from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout
 
-from config import Config
-from store import leases
-from store.db import Store
-from workflow.imap_cursor import Cursor, start_cursor, store_fetched, touch_cursor
+from countersign.config import Config
+from countersign.store import leases
+from countersign.store.db import Store
+from countersign.workflow.imap_cursor import Cursor, start_cursor, store_fetched, touch_cursor
 
 log = logging.getLogger("countersign.imap")
 

@@ -22,16 +22,16 @@ from typing import Any
 
 import authres
 
-from config import Config
-from gateway import metrics
-from gateway.offload import WorkerProcess, log_like_the_daemon
-from gateway.reading import read_parsed
-from store.db import Store
-from store.health import Health
-from store.leases import give_back
-from store.models import InboxMessage
-from workflow.inbox import MailReading, Received, process_due
-from workflow.policy import Policy
+from countersign.config import Config
+from countersign.gateway import metrics
+from countersign.gateway.offload import WorkerProcess, log_like_the_daemon
+from countersign.gateway.reading import read_parsed
+from countersign.store.db import Store
+from countersign.store.health import Health
+from countersign.store.leases import give_back
+from countersign.store.models import InboxMessage
+from countersign.workflow.inbox import MailReading, Received, process_due
+from countersign.workflow.policy import Policy
 
 HEADER_BYTES = 256 * 1024  # the header block looked at; a longer one is cut, not parsed whole
 MAX_AUTH_RESULTS = 20

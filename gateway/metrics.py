@@ -26,10 +26,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from rules.states import State
-from store.db import Store
-from store.models import ChangeRequest, InboxMessage, OutboxMessage
-from workflow import operations
+from countersign.rules.states import State
+from countersign.store.db import Store
+from countersign.store.models import ChangeRequest, InboxMessage, OutboxMessage
+from countersign.workflow import operations
 
 __all__ = [
     "CONTENT_TYPE_LATEST",

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from gateway.logs import configure_worker
+from countersign.gateway.logs import configure_worker
 
 log = logging.getLogger("countersign.offload")
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.pages import Pages, preferred_language
+from countersign.gateway.pages import Pages, preferred_language
 
 log = logging.getLogger("countersign.web")
 RETRY_AFTER = "30"  # seconds: about how long a database failover takes

@@ -19,16 +19,16 @@ import jinja2
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from gateway import metrics
-from gateway.render import utc_datetime
-from gateway.sources import ClientSources
-from rules.states import Decision
-from store.db import Store
-from templates import TEMPLATE_DIR
-from workflow import guess_limits, requests
-from workflow.errors import BadCode, NotFound
-from workflow.policy import Policy
-from workflow.views import request_json
+from countersign.gateway import metrics
+from countersign.gateway.render import utc_datetime
+from countersign.gateway.sources import ClientSources
+from countersign.rules.states import Decision
+from countersign.store.db import Store
+from countersign.templates import TEMPLATE_DIR
+from countersign.workflow import guess_limits, requests
+from countersign.workflow.errors import BadCode, NotFound
+from countersign.workflow.policy import Policy
+from countersign.workflow.views import request_json
 
 log = logging.getLogger("countersign.web")
 

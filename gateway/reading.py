@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
-from gateway.reading_auto import classify
-from gateway.reading_commands import Verdict, judge
-from gateway.reading_mime import (
+from countersign.gateway.reading_auto import classify
+from countersign.gateway.reading_commands import Verdict, judge
+from countersign.gateway.reading_mime import (
     HEADER_CAP,
     Unreadable,
     address_in,
@@ -33,9 +33,9 @@ from gateway.reading_mime import (
     header_text,
     parse,
 )
-from gateway.reading_quotes import library_reply, new_lines
-from rules.names import unseen
-from workflow.codes import normalize_code, stand_in_hash
+from countersign.gateway.reading_quotes import library_reply, new_lines
+from countersign.rules.names import unseen
+from countersign.workflow.codes import normalize_code, stand_in_hash
 
 OUTCOMES = ("accept", "decline", "ambiguous", "no-command", "automated", "bounce", "malformed")
 MAX_MESSAGE_ID = 250  # longer is not a real Message-ID; fall back to the content hash

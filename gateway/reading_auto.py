@@ -15,7 +15,13 @@ from email.parser import HeaderParser
 
 from flufl.bounce import scan_message
 
-from gateway.reading_mime import HEADER_CAP, address_in, decode_part, header_text, iter_parts
+from countersign.gateway.reading_mime import (
+    HEADER_CAP,
+    address_in,
+    decode_part,
+    header_text,
+    iter_parts,
+)
 
 BOUNCE_SCAN_BYTES = 256 * 1024  # flufl.bounce's heuristics read every line: feed it a bounded copy
 MAX_BOUNCED = 50

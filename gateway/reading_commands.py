@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from workflow.codes import normalize_code, stand_in_hash
+from countersign.workflow.codes import normalize_code, stand_in_hash
 
 ACCEPT = "accept"
 DECLINE = "decline"

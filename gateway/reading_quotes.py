@@ -28,7 +28,7 @@ import re
 from mailparser_reply import EmailReplyParser
 from mailparser_reply.parser import EmailMessage
 
-from gateway.marks import holds_notice_mark
+from countersign.gateway.marks import holds_notice_mark
 
 MAX_NEW_LINES = 10
 MAX_LINES_SCANNED = 2000

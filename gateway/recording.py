@@ -20,9 +20,9 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from gateway.composing import Outcome
-from store.db import Store
-from workflow.outbox import RetryPolicy, mark_failed, mark_sent
+from countersign.gateway.composing import Outcome
+from countersign.store.db import Store
+from countersign.workflow.outbox import RetryPolicy, mark_failed, mark_sent
 
 log = logging.getLogger("countersign.delivery")
 Answered = tuple[Outcome, datetime]  # an outcome and when the relay gave it

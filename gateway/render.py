@@ -16,8 +16,8 @@ import jinja2
 from jinja2.environment import TemplateModule
 from jinja2.runtime import Macro
 
-from gateway.marks import SUBJECT_PREFIX
-from templates import TEMPLATE_DIR
+from countersign.gateway.marks import SUBJECT_PREFIX
+from countersign.templates import TEMPLATE_DIR
 
 KINDS = frozenset(
     {

@@ -12,10 +12,10 @@ import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from config import Config, parse_duration
-from store.db import Store
-from workflow.operations import purge
-from workflow.requests import utcnow
+from countersign.config import Config, parse_duration
+from countersign.store.db import Store
+from countersign.workflow.operations import purge
+from countersign.workflow.requests import utcnow
 
 log = logging.getLogger("countersign.retention")
 _REQUEST_HEADER = re.compile(rb"^X-Countersign-Request:\s*(\d+)\s*$", re.I | re.M)

@@ -22,13 +22,13 @@ from typing import Protocol, TypeAlias
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from config import Config
-from gateway.guesses import CodeRecipients
-from store.db import Store
-from workflow.guess_limits import source_key
-from workflow.inbox import Arrival, store_many, store_received
-from workflow.policy import Policy
-from workflow.redaction import redact_text
+from countersign.config import Config
+from countersign.gateway.guesses import CodeRecipients
+from countersign.store.db import Store
+from countersign.workflow.guess_limits import source_key
+from countersign.workflow.inbox import Arrival, store_many, store_received
+from countersign.workflow.policy import Policy
+from countersign.workflow.redaction import redact_text
 
 log = logging.getLogger("countersign.smtp")
 

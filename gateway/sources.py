@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from config import Config
-from workflow.guess_limits import source_key
+from countersign.config import Config
+from countersign.workflow.guess_limits import source_key
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_HOPS = 20

@@ -26,19 +26,19 @@ from fastapi.routing import APIRoute
 from sqlalchemy import text
 from starlette.exceptions import HTTPException
 
-from config import Config
-from gateway import metrics
-from gateway.account_pages import account_router
-from gateway.account_web import AccountSite, loggable_path
-from gateway.api import Unauthorized, api_router
-from gateway.outage import install_outage_handler
-from gateway.pages import Pages, page_router
-from gateway.sources import ClientSources
-from rules.contacts import Refusal
-from store.db import Store
-from workflow.policy import Policy
-from workflow.requests import utcnow
-from workflow.send_limits import LimitReached, key_limits
+from countersign.config import Config
+from countersign.gateway import metrics
+from countersign.gateway.account_pages import account_router
+from countersign.gateway.account_web import AccountSite, loggable_path
+from countersign.gateway.api import Unauthorized, api_router
+from countersign.gateway.outage import install_outage_handler
+from countersign.gateway.pages import Pages, page_router
+from countersign.gateway.sources import ClientSources
+from countersign.rules.contacts import Refusal
+from countersign.store.db import Store
+from countersign.workflow.policy import Policy
+from countersign.workflow.requests import utcnow
+from countersign.workflow.send_limits import LimitReached, key_limits
 
 log = logging.getLogger("countersign.web")
 

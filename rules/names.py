@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from rules.contacts import Refusal
+from countersign.rules.contacts import Refusal
 
 MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: a path of 256 octets, with its <>
 MAX_LOCAL = 64

@@ -18,8 +18,8 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from store import leases
-from store.db import Store
+from countersign.store import leases
+from countersign.store.db import Store
 
 log = logging.getLogger("countersign.leases")
 

@@ -20,8 +20,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
-from store import audit_log
-from store.health import Health
+from countersign.store import audit_log
+from countersign.store.health import Health
 
 WAKE = "wake"  # session.info key: the set of topics a transaction gives new work to
 APPENDS = "appends"  # session.info key: rows to insert, by table, before the next statement

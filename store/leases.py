@@ -26,8 +26,8 @@ from sqlalchemy import and_, case, delete, insert, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.db import Store, wake
-from store.models import Base, InboxMessage, Lease, OutboxMessage, Worker
+from countersign.store.db import Store, wake
+from countersign.store.models import Base, InboxMessage, Lease, OutboxMessage, Worker
 
 INSTANCE_FILE = "instance-id"
 FORGET_DEAD_AFTER = timedelta(days=1)  # a dead worker's row is kept this long, for `ps`-like views

@@ -16,7 +16,7 @@ import threading
 
 from sqlalchemy.engine import make_url
 
-from store.db import NOTIFY_CHANNEL, Store
+from countersign.store.db import NOTIFY_CHANNEL, Store
 
 log = logging.getLogger("countersign.watch")
 POLL_SECONDS = 0.2

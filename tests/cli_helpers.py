@@ -42,8 +42,8 @@ def fresh_database(path: Path) -> str:
     """A migrated SQLite database at ``path`` (a copy of one migrated once per run); its URL."""
     global _template
     if _template is None:
-        from store.db import Store
-        from store.migrate import upgrade
+        from countersign.store.db import Store
+        from countersign.store.migrate import upgrade
 
         folder = Path(tempfile.mkdtemp(prefix="countersign-template-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
@@ -173,8 +173,8 @@ class Db:
         services: Iterable[tuple[str, str, str, str]] = (),
     ) -> None:
         """Accounts (email, or (email, zone); zone EU by default) and services, in-process."""
-        from store.db import Store
-        from workflow.directory import AccountChanges, add_account, add_service
+        from countersign.store.db import Store
+        from countersign.workflow.directory import AccountChanges, add_account, add_service
 
         store = Store(self.url)
         try:
@@ -188,11 +188,11 @@ class Db:
 
     def change(self, service: str, asking: str, **wanted: str) -> int:
         """Make a request in-process (``tech=..., billing=..., admin=...``); its id."""
-        from config import Config
-        from rules.contacts import ContactType
-        from store.db import Store
-        from workflow.policy import Policy
-        from workflow.requests import change_contacts
+        from countersign.config import Config
+        from countersign.rules.contacts import ContactType
+        from countersign.store.db import Store
+        from countersign.workflow.policy import Policy
+        from countersign.workflow.requests import change_contacts
 
         types = {"admin": ContactType.ADMIN, "tech": ContactType.TECH}
         types["billing"] = ContactType.BILLING
@@ -211,10 +211,10 @@ class Db:
         return int(made[0]["id"])
 
     def cancel(self, request_id: int, asking: str) -> None:
-        from config import Config
-        from store.db import Store
-        from workflow.policy import Policy
-        from workflow.requests import cancel
+        from countersign.config import Config
+        from countersign.store.db import Store
+        from countersign.workflow.policy import Policy
+        from countersign.workflow.requests import cancel
 
         store = Store(self.url)
         try:

@@ -19,13 +19,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from rules.contacts import ContactType
-from store.db import Store
-from store.migrate import upgrade
-from store.models import Base
+from countersign.rules.contacts import ContactType
+from countersign.store.db import Store
+from countersign.store.migrate import upgrade
+from countersign.store.models import Base
+from countersign.workflow.directory import AccountChanges, add_account, add_service
+from countersign.workflow.policy import Policy
 from tests.servers.fixtures import dovecot, dovecot_factory, smtp_sink
-from workflow.directory import AccountChanges, add_account, add_service
-from workflow.policy import Policy
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_URL = os.environ.get("COUNTERSIGN_TEST_DATABASE_URL")

@@ -8,11 +8,11 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from rules.contacts import ContactType
-from store.db import Store
-from store.models import Event, InboxMessage, OutboxMessage
-from workflow import requests
-from workflow.policy import Policy
+from countersign.rules.contacts import ContactType
+from countersign.store.db import Store
+from countersign.store.models import Event, InboxMessage, OutboxMessage
+from countersign.workflow import requests
+from countersign.workflow.policy import Policy
 
 DOMAIN = "countersign.localhost"
 

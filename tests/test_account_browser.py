@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from store.db import Store
+from countersign.store.db import Store
+from countersign.workflow import requests
+from countersign.workflow.directory import AccountChanges, add_account, add_service
 from tests.account_support import DESKTOP, PHONE, Maildir, launch_browser, shot, within_screen
 from tests.cli_helpers import Cli, clean_env, fresh_database
 from tests.servers.dovecot import free_port
 from tests.test_cli import stop
 from tests.test_mail_e2e import reply_to
-from workflow import requests
-from workflow.directory import AccountChanges, add_account, add_service
 
 ADMIN, NEW = "admin@example.com", "new@example.com"
 SHOTS = (

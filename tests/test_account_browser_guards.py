@@ -15,17 +15,17 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from gateway.web import create_app
-from rules.contacts import ContactType
-from store.db import Store
-from store.migrate import upgrade
-from store.models import Base
+from countersign.gateway.web import create_app
+from countersign.rules.contacts import ContactType
+from countersign.store.db import Store
+from countersign.store.migrate import upgrade
+from countersign.store.models import Base
+from countersign.workflow import requests
+from countersign.workflow.directory import AccountChanges, add_account, add_service
+from countersign.workflow.policy import Policy
 from tests.account_support import DESKTOP, launch_browser
 from tests.conftest import T0
 from tests.web_support import Mailbox, free_port, running_server, web_config
-from workflow import requests
-from workflow.directory import AccountChanges, add_account, add_service
-from workflow.policy import Policy
 
 ADMIN, NEW, TECH = "admin@example.com", "new@example.com", "tech@example.com"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, load_config
+from countersign.config import ConfigError, load_config
+from countersign.workflow.send_limits import SendLimits, key_limits
 from tests.cli_helpers import Cli, clean_env
-from workflow.send_limits import SendLimits, key_limits
 
 
 def test_defaults() -> None:

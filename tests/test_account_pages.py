@@ -20,17 +20,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from config import ApiConfig, Config, LimitsConfig, MailConfig
-from gateway.delivery import Deliverer
-from gateway.web import create_app
-from rules.contacts import ContactType
-from store.db import Store
-from store.models import Base, WebSession
+from countersign.config import ApiConfig, Config, LimitsConfig, MailConfig
+from countersign.gateway.delivery import Deliverer
+from countersign.gateway.web import create_app
+from countersign.rules.contacts import ContactType
+from countersign.store.db import Store
+from countersign.store.models import Base, WebSession
+from countersign.workflow import requests
+from countersign.workflow.policy import Policy
 from tests.account_support import Mail, Maildir
 from tests.conftest import T0
 from tests.web_support import KEY
-from workflow import requests
-from workflow.policy import Policy
 
 ADMIN, NEW, TECH = "admin@example.com", "new@example.com", "tech@example.com"
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
@@ -175,7 +175,7 @@ def test_no_log_line_holds_a_token_or_a_cookie(
 
 
 def test_a_french_account_gets_french(site: Site) -> None:
-    from workflow.directory import AccountChanges, update_account
+    from countersign.workflow.directory import AccountChanges, update_account
 
     update_account(site.store, NEW, AccountChanges(language="fr"))
     site.ask_link(site.browser(), NEW)
@@ -497,7 +497,7 @@ def test_a_session_alone_never_decides_and_the_code_must_be_ones_own(site: Site)
     data = {"csrf": token, "decision": "accept", "token": mails[ADMIN].code}
     accepted = client.post(path, data=data | {"comment": "Fine by me,\nthanks"})
     assert "still pending validation from new@example.com" in accepted.text
-    from store.models import Event
+    from countersign.store.models import Event
 
     with site.store.read() as session:
         comments = list(session.scalars(select(Event).where(Event.kind == "comment")))
@@ -512,9 +512,9 @@ def test_two_daemons_share_the_counts_and_a_race_passes_no_limit(
     from concurrent.futures import ThreadPoolExecutor
     from threading import Barrier
 
-    from store.models import SignInLink
-    from workflow import sign_in
-    from workflow.send_limits import LimitReached, SendLimits
+    from countersign.store.models import SignInLink
+    from countersign.workflow import sign_in
+    from countersign.workflow.send_limits import LimitReached, SendLimits
 
     first, second = Site(world, make_config(tmp_path)), Site(world, make_config(tmp_path))
     assert first.ask_link(first.browser(), ADMIN).status_code == 200
@@ -545,7 +545,7 @@ def test_two_daemons_share_the_counts_and_a_race_passes_no_limit(
 
 
 def test_code_mails_count_by_the_address_they_go_to(world: Store, tmp_path: Path) -> None:
-    from workflow.directory import AccountChanges, update_account
+    from countersign.workflow.directory import AccountChanges, update_account
 
     for account in (NEW, TECH):  # two accounts, one mailbox
         update_account(world, account, AccountChanges(contact_email="Shared@Example.net"))

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from gateway.web import create_app
-from rules.contacts import ContactType
-from store.db import Store
-from store.migrate import upgrade
+from countersign.gateway.web import create_app
+from countersign.rules.contacts import ContactType
+from countersign.store.db import Store
+from countersign.store.migrate import upgrade
+from countersign.workflow import requests
+from countersign.workflow.directory import AccountChanges, add_account, add_service, update_account
+from countersign.workflow.policy import Policy
 from tests.account_support import DESKTOP, PHONE, Maildir, launch_browser, shot, within_screen
 from tests.web_support import free_port, running_server, web_config
-from workflow import requests
-from workflow.directory import AccountChanges, add_account, add_service, update_account
-from workflow.policy import Policy
 
 ADMIN, NEW = "admin@example.com", "new@example.com"
 SHOTS = (

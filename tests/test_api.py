@@ -12,13 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from config import Config
-from gateway.web import create_app
-from store.db import Store
-from store.models import Event
+from countersign.config import Config
+from countersign.gateway.web import create_app
+from countersign.store.db import Store
+from countersign.store.models import Event
+from countersign.workflow import requests, sweeps
+from countersign.workflow.policy import Policy
 from tests.web_support import KEY, Mailbox, web_config
-from workflow import requests, sweeps
-from workflow.policy import Policy
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ERROR_KEYS = {"class", "message", "code"}

@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
-from config import Config
-from gateway.web import create_app
-from rules.contacts import ContactType
-from store.db import Store
+from countersign.config import Config
+from countersign.gateway.web import create_app
+from countersign.rules.contacts import ContactType
+from countersign.store.db import Store
+from countersign.workflow import requests, sweeps
+from countersign.workflow.directory import AccountChanges, update_account
+from countersign.workflow.policy import Policy
 from tests.conftest import missing_server
 from tests.web_support import Mailbox, free_port, running_server, web_config
-from workflow import requests, sweeps
-from workflow.directory import AccountChanges, update_account
-from workflow.policy import Policy
 
 CHROMIUM = os.environ.get("COUNTERSIGN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -20,19 +20,19 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from config import Config
-from gateway.web import create_app
-from rules.contacts import ContactType
-from store.db import Store
+from countersign.config import Config
+from countersign.gateway.web import create_app
+from countersign.rules.contacts import ContactType
+from countersign.store.db import Store
+from countersign.workflow import requests
+from countersign.workflow.codes import normalize_code
+from countersign.workflow.directory import add_service
+from countersign.workflow.policy import Policy
+from countersign.workflow.redaction import redact_message
 from tests.conftest import add
 from tests.mail_helpers import QUOTED_NOTICE, inbox_rows, notice_ids, reply
 from tests.test_guess_limits import DOMAIN, SmtpDoor, drain, send
 from tests.web_support import KEY, Mailbox, free_port, running_server, web_config
-from workflow import requests
-from workflow.codes import normalize_code
-from workflow.directory import add_service
-from workflow.policy import Policy
-from workflow.redaction import redact_message
 
 
 @pytest.fixture

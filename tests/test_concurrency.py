@@ -12,12 +12,12 @@ from multiprocessing.synchronize import Barrier
 import pytest
 from sqlalchemy import func, select
 
-from rules.contacts import ContactType
-from rules.states import Decision
-from store.db import Store
-from store.models import Event, OutboxMessage
-from workflow import requests, sweeps
-from workflow.policy import Policy
+from countersign.rules.contacts import ContactType
+from countersign.rules.states import Decision
+from countersign.store.db import Store
+from countersign.store.models import Event, OutboxMessage
+from countersign.workflow import requests, sweeps
+from countersign.workflow.policy import Policy
 
 pytestmark = pytest.mark.postgres
 ROUNDS = 8

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from config import Config, ConfigError, load_config, parse_duration
-from workflow.policy import Policy
+from countersign.config import Config, ConfigError, load_config, parse_duration
+from countersign.workflow.policy import Policy
 
 
 @pytest.fixture(autouse=True)

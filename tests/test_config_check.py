@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from config import inspect_config
+from countersign.config import inspect_config
 from tests.cli_helpers import Cli, clean_env
 
 

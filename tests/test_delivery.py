@@ -27,23 +27,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from config import Config, OutboundConfig
-from gateway import delivery
-from gateway.compose import as_bytes, checked_address, compose_notice
-from gateway.composing import Outcome, Ready
-from gateway.delivery import Deliverer
-from gateway.render import KINDS, RenderedNotice, render_notice
-from rules.contacts import ContactType
-from rules.states import Decision, NoticeKind
-from store import leases
-from store.db import Store
-from store.models import Account, Base, OutboxMessage
+from countersign.config import Config, OutboundConfig
+from countersign.gateway import delivery
+from countersign.gateway.compose import as_bytes, checked_address, compose_notice
+from countersign.gateway.composing import Outcome, Ready
+from countersign.gateway.delivery import Deliverer
+from countersign.gateway.render import KINDS, RenderedNotice, render_notice
+from countersign.rules.contacts import ContactType
+from countersign.rules.states import Decision, NoticeKind
+from countersign.store import leases
+from countersign.store.db import Store
+from countersign.store.models import Account, Base, OutboxMessage
+from countersign.workflow import requests, sweeps
+from countersign.workflow.directory import AccountChanges, update_account
+from countersign.workflow.notices import queue_notice
+from countersign.workflow.outbox import claim_due
+from countersign.workflow.policy import Policy
 from tests.servers.smtp_sink import SmtpSink
-from workflow import requests, sweeps
-from workflow.directory import AccountChanges, update_account
-from workflow.notices import queue_notice
-from workflow.outbox import claim_due
-from workflow.policy import Policy
 
 TIMEOUT = timedelta(seconds=15)  # leases.owner_timeout's default
 

@@ -24,17 +24,17 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from gateway.mail_in import InboundSettings, read_inbound
-from gateway.reading import OUTCOMES, read_message
-from store.db import Store
-from store.models import InboxMessage
+from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.gateway.reading import OUTCOMES, read_message
+from countersign.store.db import Store
+from countersign.store.models import InboxMessage
+from countersign.workflow.codes import hash_of, normalize_code
+from countersign.workflow.inbox import Received, process_due, store_received
+from countersign.workflow.policy import Policy
+from countersign.workflow.redaction import redact_message
 from tests.conftest import T0
 from tests.mail_helpers import codes, new_tech_request
 from tests.test_reading_properties import HEADER_NAMES, header_value, mime_tree
-from workflow.codes import hash_of, normalize_code
-from workflow.inbox import Received, process_due, store_received
-from workflow.policy import Policy
-from workflow.redaction import redact_message
 
 CORPUS = sorted((Path(__file__).parent / "fuzz").glob("*.eml"))
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -22,22 +22,22 @@ import httpx2 as httpx
 import pytest
 from sqlalchemy import func, select
 
-from config import ApiConfig, Config, WebConfig
-from gateway.mail_in import InboundSettings, read_inbound
-from gateway.smtp_in import start_smtp
-from gateway.sources import ClientSources
-from gateway.web import create_app
-from rules.contacts import ContactType
-from rules.states import Decision
-from store.db import Store
-from store.models import Event, InboxMessage, WrongCode
+from countersign.config import ApiConfig, Config, WebConfig
+from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.gateway.smtp_in import start_smtp
+from countersign.gateway.sources import ClientSources
+from countersign.gateway.web import create_app
+from countersign.rules.contacts import ContactType
+from countersign.rules.states import Decision
+from countersign.store.db import Store
+from countersign.store.models import Event, InboxMessage, WrongCode
+from countersign.workflow import guess_limits, requests
+from countersign.workflow.errors import BadCode
+from countersign.workflow.inbox import MailReading, Received, process_due
+from countersign.workflow.policy import Policy
 from tests.cli_helpers import Cli, clean_env
 from tests.mail_helpers import codes, inbox_rows, notice_ids, reply
 from tests.web_support import KEY, free_port, running_server
-from workflow import guess_limits, requests
-from workflow.errors import BadCode
-from workflow.inbox import MailReading, Received, process_due
-from workflow.policy import Policy
 
 ATTEMPTS = 1000
 WRONG = "AAAAAAAA-BBBBBBBB-CCCCCCCC-DDDDDDDD"

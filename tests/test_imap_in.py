@@ -12,15 +12,15 @@ from datetime import datetime
 
 import pytest
 
-from gateway.imap_in import ImapReader, ImapSettings
-from gateway.mail_in import InboundSettings, read_inbound
-from store.db import Store
+from countersign.gateway.imap_in import ImapReader, ImapSettings
+from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.store.db import Store
+from countersign.workflow.imap_cursor import read_cursor
+from countersign.workflow.inbox import MailReading, Received, process_due, store_received
+from countersign.workflow.policy import Policy
 from tests.mail_helpers import codes, decisions, inbox_rows, new_tech_request, notice_ids, reply
 from tests.servers.dovecot import DovecotServer, make_message
 from tests.servers.fixtures import dovecot, dovecot_factory
-from workflow.imap_cursor import read_cursor
-from workflow.inbox import MailReading, Received, process_due, store_received
-from workflow.policy import Policy
 
 __all__ = ["dovecot", "dovecot_factory"]  # the fixtures, imported to be found
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from rules.contacts import Refusal
-from store.db import Store
-from store.models import Account, Event, Service
+from countersign.rules.contacts import Refusal
+from countersign.store.db import Store
+from countersign.store.models import Account, Event, Service
+from countersign.workflow.directory import AccountChanges, add_account, list_accounts, services_of
+from countersign.workflow.importer import import_lines
 from tests.cli_helpers import make_cli
-from workflow.directory import AccountChanges, add_account, list_accounts, services_of
-from workflow.importer import import_lines
 
 
 def account(email: str, zone: str = "EU", **extra: Any) -> str:

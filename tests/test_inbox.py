@@ -9,10 +9,15 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from gateway.mail_in import InboundSettings, read_inbound
-from store import leases
-from store.db import Store
-from store.models import OutboxMessage
+from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.store import leases
+from countersign.store.db import Store
+from countersign.store.models import OutboxMessage
+from countersign.workflow import inbox
+from countersign.workflow.codes import hash_code
+from countersign.workflow.inbox import MailReading, Received, process_due, store_received
+from countersign.workflow.policy import Policy
+from countersign.workflow.requests import show
 from tests.mail_helpers import (
     codes,
     command_results,
@@ -23,11 +28,6 @@ from tests.mail_helpers import (
     notice_ids,
     reply,
 )
-from workflow import inbox
-from workflow.codes import hash_code
-from workflow.inbox import MailReading, Received, process_due, store_received
-from workflow.policy import Policy
-from workflow.requests import show
 
 SETTINGS = InboundSettings()
 GUESS = "AAAAAAAA-BBBBBBBB-CCCCCCCC-DDDDDDDD"
@@ -94,7 +94,7 @@ def test_decline_by_mail_refuses_the_request(
 ) -> None:
     raw = admin_reply(world, request_id, first_line="Decline. I never asked for this.")
     assert receive(world, policy, raw, t0) == "declined"
-    from workflow.requests import show
+    from countersign.workflow.requests import show
 
     assert show(world, request_id)["state"] == "refused"
 
@@ -285,7 +285,7 @@ def test_bounce_of_a_notice_marks_the_validator(
 ) -> None:
     bounce = dsn_bounce("new@example.com", request_id)
     assert receive(world, policy, bounce, t0) == "bounce"
-    from workflow.requests import show
+    from countersign.workflow.requests import show
 
     shown = {v["account"]: v for v in show(world, request_id)["validators"]}
     assert "bounced" in shown["new@example.com"]["deliveryError"]
@@ -334,7 +334,7 @@ def test_trusted_server_must_vouch_for_the_sender(
 
 
 def test_only_the_topmost_header_of_the_trusted_server_counts() -> None:
-    from gateway.mail_in import dmarc_passed, header_block
+    from countersign.gateway.mail_in import dmarc_passed, header_block
 
     raw = (
         b"Authentication-Results: mx.countersign.test; dmarc=fail\r\n"
@@ -390,7 +390,7 @@ def test_a_processor_that_dies_every_time_ends_in_quarantine(
 
 
 def test_retry_refuses_what_is_not_quarantined(world: Store, policy: Policy, t0: datetime) -> None:
-    from workflow.errors import NotFound, Refusal
+    from countersign.workflow.errors import NotFound, Refusal
 
     (made,) = [deliver(world, reply(GUESS), t0)]
     assert made is not None

@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from gateway.mail_in import InboundSettings, read_inbound
-from store.db import Store
-from store.models import ChangeRequest, InboxMessage, OutboxMessage, Validator
+from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.store.db import Store
+from countersign.store.models import ChangeRequest, InboxMessage, OutboxMessage, Validator
+from countersign.workflow.inbox import MailReading, Received, process_due, store_received
+from countersign.workflow.policy import Policy
 from tests.conftest import T0
 from tests.mail_helpers import new_tech_request
 from tests.test_reading_properties import HEADER_NAMES, header_value, mime_tree
-from workflow.inbox import MailReading, Received, process_due, store_received
-from workflow.policy import Policy
 
 READ_BUDGET = 1.0  # seconds for one reading; typical is a millisecond or two
 PIPELINE = settings(

@@ -11,12 +11,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from store import leases
-from store.db import Store
-from store.models import OutboxMessage, Worker
+from countersign.store import leases
+from countersign.store.db import Store
+from countersign.store.models import OutboxMessage, Worker
+from countersign.workflow import outbox
+from countersign.workflow.policy import Policy
 from tests.mail_helpers import new_tech_request
-from workflow import outbox
-from workflow.policy import Policy
 
 TIMEOUT = timedelta(seconds=15)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from gateway.logs import REDACT, RedactingFilter
+from countersign.gateway.logs import REDACT, RedactingFilter
 from tests.cli_helpers import Cli, Db, clean_env, free_port, fresh_database
 from tests.servers.dovecot import DovecotServer
 from tests.servers.fixtures import dovecot, dovecot_factory

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from config import Config, DatabaseConfig
-from gateway import mail_in as mail_in_module
-from gateway.mail_in import BURST, InboundSettings, MailIn
-from rules.contacts import ContactType
-from store.db import Store
+from countersign.config import Config, DatabaseConfig
+from countersign.gateway import mail_in as mail_in_module
+from countersign.gateway.mail_in import BURST, InboundSettings, MailIn
+from countersign.rules.contacts import ContactType
+from countersign.store.db import Store
+from countersign.workflow.directory import add_service
+from countersign.workflow.inbox import BATCH, MailReading, Received, store_received
+from countersign.workflow.policy import Policy
+from countersign.workflow.requests import change_contacts
 from tests.conftest import add
 from tests.mail_helpers import codes, decisions, inbox_rows, notice_ids, reply
-from workflow.directory import add_service
-from workflow.inbox import BATCH, MailReading, Received, store_received
-from workflow.policy import Policy
-from workflow.requests import change_contacts
 
 REQUESTS = BATCH  # two replies each: a burst of two full batches
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-import daemon
-from gateway.web import create_app
-from rules import names
-from rules.contacts import Refusal
-from store.db import Store
+from countersign import daemon
+from countersign.gateway.web import create_app
+from countersign.rules import names
+from countersign.rules.contacts import Refusal
+from countersign.store.db import Store
 from tests.cli_helpers import Cli, Db, Result, make_cli
 from tests.web_support import KEY, free_port, running_server, web_config
 

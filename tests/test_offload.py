@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.offload import WorkerProcess
+from countersign.gateway.offload import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PARENT = textwrap.dedent(
     """
     import multiprocessing, time
-    from gateway.offload import WorkerProcess
-    from gateway.render import warm_templates
+    from countersign.gateway.offload import WorkerProcess
+    from countersign.gateway.render import warm_templates
 
     worker = WorkerProcess("test", warm_templates, enabled=True)
     worker.start()

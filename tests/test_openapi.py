@@ -25,8 +25,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from gateway.web import create_app
-from store.db import Store
+from countersign.gateway.web import create_app
+from countersign.store.db import Store
 from tests.web_support import KEY, web_config
 
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -10,16 +10,16 @@ from typing import Any
 
 from sqlalchemy import select, text
 
-from store.db import Store
-from store.models import Event, InboxMessage, OutboxMessage, Validator
+from countersign.store.db import Store
+from countersign.store.models import Event, InboxMessage, OutboxMessage, Validator
+from countersign.workflow import sweeps
+from countersign.workflow.inbox import process_due, store_received
+from countersign.workflow.outbox import RetryPolicy, mark_failed
+from countersign.workflow.policy import Policy
+from countersign.workflow.requests import Decision, decide
 from tests.cli_helpers import Cli, clean_env
 from tests.mail_helpers import codes, new_tech_request, notice_ids, reply
 from tests.test_inbox import read
-from workflow import sweeps
-from workflow.inbox import process_due, store_received
-from workflow.outbox import RetryPolicy, mark_failed
-from workflow.policy import Policy
-from workflow.requests import Decision, decide
 
 OLD = timedelta(days=120)
 
@@ -145,7 +145,7 @@ def test_status_outbox_list_and_retry_with_a_fresh_code(
 def test_db_current_and_check(store: Store, tmp_path: Any) -> None:
     from alembic import command as alembic
 
-    from store.migrate import alembic_config
+    from countersign.store.migrate import alembic_config
 
     cli = command(store, tmp_path)
     current = cli.json("db", "current", "--json")
@@ -178,7 +178,7 @@ def test_migrations_from_the_first_revision_keep_the_data(world: Store) -> None:
     """Down to 0001 with data in the tables, then up again: nothing lost."""
     from alembic import command as alembic
 
-    from store.migrate import alembic_config, current_revision, head_revision
+    from countersign.store.migrate import alembic_config, current_revision, head_revision
 
     config = alembic_config(world.engine)
     head = head_revision(world.engine)
@@ -198,7 +198,7 @@ def test_serve_migrate_upgrades_and_the_retention_sweep_purges(
     with `retention` set, serve purges at start and then daily."""
     from alembic import command as alembic
 
-    from store.migrate import alembic_config
+    from countersign.store.migrate import alembic_config
     from tests.test_service import NotifySocket, terminate
 
     old, _ = finished_by_mail(world, policy, datetime.now(t0.tzinfo) - OLD)

@@ -6,14 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from rules.contacts import ContactType
-from rules.states import Decision
-from store.db import Store
-from store.models import OutboxMessage
-from workflow import requests
-from workflow.directory import AccountChanges, update_account
-from workflow.outbox import RetryPolicy, claim_due, mark_failed, mark_sent
-from workflow.policy import Policy
+from countersign.rules.contacts import ContactType
+from countersign.rules.states import Decision
+from countersign.store.db import Store
+from countersign.store.models import OutboxMessage
+from countersign.workflow import requests
+from countersign.workflow.directory import AccountChanges, update_account
+from countersign.workflow.outbox import RetryPolicy, claim_due, mark_failed, mark_sent
+from countersign.workflow.policy import Policy
 
 TECH = ContactType.TECH
 

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from gateway.mail_in import InboundSettings, read_inbound
-from rules.states import Decision
-from store import leases
-from store.db import Store
+from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.rules.states import Decision
+from countersign.store import leases
+from countersign.store.db import Store
+from countersign.workflow import inbox, outbox
+from countersign.workflow.inbox import Received, process_due, store_received
+from countersign.workflow.policy import Policy
+from countersign.workflow.requests import decide, resend
 from tests.mail_helpers import codes, new_tech_request, notice_ids, reply
-from workflow import inbox, outbox
-from workflow.inbox import Received, process_due, store_received
-from workflow.policy import Policy
-from workflow.requests import decide, resend
 
 Statement = tuple[str, Any]
 

@@ -10,11 +10,17 @@ from typing import Any
 
 import pytest
 
-from gateway.reading import OUTCOMES, Reading, read_message
-from gateway.reading_commands import clean_subject, find_code, judge, parse_command
-from gateway.reading_mime import decode_part, header_text, html_reply_text, iter_parts, parse
-from gateway.reading_quotes import MAX_NEW_LINES, library_reply, new_lines
-from gateway.reading_signatures import (
+from countersign.gateway.reading import OUTCOMES, Reading, read_message
+from countersign.gateway.reading_commands import clean_subject, find_code, judge, parse_command
+from countersign.gateway.reading_mime import (
+    decode_part,
+    header_text,
+    html_reply_text,
+    iter_parts,
+    parse,
+)
+from countersign.gateway.reading_quotes import MAX_NEW_LINES, library_reply, new_lines
+from countersign.gateway.reading_signatures import (
     cut_plain_at,
     first_signature_line,
     signature_spans,

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from rules.contacts import (
+from countersign.rules.contacts import (
     AccountFacts,
     ContactType,
     PlannedRequest,
@@ -16,7 +16,7 @@ from rules.contacts import (
     plan_change,
     recheck,
 )
-from rules.states import (
+from countersign.rules.states import (
     FINAL_STATES,
     OPEN_STATES,
     TRANSITIONS,

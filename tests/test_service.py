@@ -162,7 +162,7 @@ REPLIES = 60
 def seeded_codes(db: Db) -> list[tuple[str, str]]:
     """REPLIES requests; (admin's address, admin's code) of each, read before serve mails them."""
     from bench.seeding import seed_requests
-    from store.db import Store
+    from countersign.store.db import Store
 
     store = Store(db.url)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.seeding import seed_requests
-from scheduler.sweeper import Sweeper
+from countersign.scheduler.sweeper import Sweeper
 from tests.cli_helpers import Cli, Db, clean_env, free_port, fresh_database
 from tests.test_cli import stop
 
@@ -26,7 +26,7 @@ COPIES = 40  # ... then copied in SQL: thousands of notices in well under a seco
 
 def queue_notices(db: Db) -> int:
     """SEEDED * COPIES pending notices; how many."""
-    from store.db import Store
+    from countersign.store.db import Store
 
     store = Store(db.url)
     try:

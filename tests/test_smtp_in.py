@@ -21,19 +21,19 @@ import aiosmtplib
 import pytest
 from sqlalchemy import select
 
-from config import Config
-from gateway.mail_in import MailIn
-from gateway.smtp_in import Intake, start_smtp
-from rules.contacts import ContactType
-from store.db import Store
-from store.models import Account, Validator
+from countersign.config import Config
+from countersign.gateway.mail_in import MailIn
+from countersign.gateway.smtp_in import Intake, start_smtp
+from countersign.rules.contacts import ContactType
+from countersign.store.db import Store
+from countersign.store.models import Account, Validator
+from countersign.workflow import requests
+from countersign.workflow.codes import hash_code
+from countersign.workflow.directory import add_service
+from countersign.workflow.inbox import Arrival, message_key, store_many, store_received
+from countersign.workflow.policy import Policy
 from tests.conftest import add
 from tests.mail_helpers import command_results, inbox_rows, mail_events, reply
-from workflow import requests
-from workflow.codes import hash_code
-from workflow.directory import add_service
-from workflow.inbox import Arrival, message_key, store_many, store_received
-from workflow.policy import Policy
 
 CORPUS = Path(__file__).parent / "corpus"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((CORPUS / "expected.json").read_text())
@@ -218,7 +218,7 @@ async def test_stored_before_250(lite: Store, smtp_port: int) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_message_key_matches_the_reader(name: str) -> None:
-    from gateway.reading import read_message
+    from countersign.gateway.reading import read_message
 
     raw = (CORPUS / name).read_bytes()
     reading = read_message(raw, recipients=[], envelope_sender=None)

@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from config import ApiConfig, Config
-from gateway.web import create_app
-from store.db import Store
-from store.health import Health, is_outage
+from countersign.config import ApiConfig, Config
+from countersign.gateway.web import create_app
+from countersign.store.db import Store
+from countersign.store.health import Health, is_outage
 from tests.cli_helpers import free_port
 
 AUTH = {"Authorization": "Bearer outage-key"}

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from rules.contacts import ContactType
-from store.db import Store
-from store.watch import CommitWatcher
+from countersign.rules.contacts import ContactType
+from countersign.store.db import Store
+from countersign.store.watch import CommitWatcher
+from countersign.workflow.directory import AccountChanges, add_account, add_service
+from countersign.workflow.policy import Policy
+from countersign.workflow.requests import change_contacts
 from tests.cli_helpers import free_port, make_cli
-from workflow.directory import AccountChanges, add_account, add_service
-from workflow.policy import Policy
-from workflow.requests import change_contacts
 
 WAIT = 10.0  # seconds: generous, a functional wait on a loaded machine, not a speed check
 

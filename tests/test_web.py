@@ -15,17 +15,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from config import Config, InboundConfig, WebConfig
-from gateway.pages import preferred_language
-from gateway.web import create_app
-from rules.contacts import ContactType
-from runtime import StartupError, run_daemon
-from store.db import Store
-from store.models import Event, OutboxMessage, Service, Validator
+from countersign.config import Config, InboundConfig, WebConfig
+from countersign.gateway.pages import preferred_language
+from countersign.gateway.web import create_app
+from countersign.rules.contacts import ContactType
+from countersign.runtime import StartupError, run_daemon
+from countersign.store.db import Store
+from countersign.store.models import Event, OutboxMessage, Service, Validator
+from countersign.workflow import requests
+from countersign.workflow.directory import AccountChanges, add_service, update_account
+from countersign.workflow.policy import Policy
 from tests.web_support import Mailbox, free_port, web_config
-from workflow import requests
-from workflow.directory import AccountChanges, add_service, update_account
-from workflow.policy import Policy
 
 TECH = ContactType.TECH
 

@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from rules.contacts import ContactType, Refusal
-from rules.states import Decision
-from store.db import Store
-from store.models import Base, Event, OutboxMessage, Service
+from countersign.rules.contacts import ContactType, Refusal
+from countersign.rules.states import Decision
+from countersign.store.db import Store
+from countersign.store.models import Base, Event, OutboxMessage, Service
+from countersign.workflow import requests, sweeps
+from countersign.workflow.codes import normalize_code
+from countersign.workflow.directory import AccountChanges, update_account
+from countersign.workflow.errors import BadCode
+from countersign.workflow.policy import Policy
 from tests.mail_helpers import codes as latest_codes
-from workflow import requests, sweeps
-from workflow.codes import normalize_code
-from workflow.directory import AccountChanges, update_account
-from workflow.errors import BadCode
-from workflow.policy import Policy
 
 ACCEPT, DECLINE = Decision.ACCEPT, Decision.DECLINE
 TECH, BILLING = ContactType.TECH, ContactType.BILLING

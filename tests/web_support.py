@@ -24,10 +24,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from config import ApiConfig, Config, MailConfig
-from gateway.delivery import Deliverer
-from gateway.web import serve_web
-from store.db import Store
+from countersign.config import ApiConfig, Config, MailConfig
+from countersign.gateway.delivery import Deliverer
+from countersign.gateway.web import serve_web
+from countersign.store.db import Store
 
 KEY = "s3cret-panel-key"
 LINK = re.compile(r"(https?://\S+/confirm/(\d+)\?token=([A-Z2-7-]+))")

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rules.states import NoticeKind
-from store.models import Account, ChangeRequest, OutboxMessage
-from workflow.notices import queue_notice
+from countersign.rules.states import NoticeKind
+from countersign.store.models import Account, ChangeRequest, OutboxMessage
+from countersign.workflow.notices import queue_notice
 
 ANSWER_EVERY = timedelta(days=1)
 

@@ -9,14 +9,14 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from rules import names
-from rules.contacts import Refusal
-from store.db import Store
-from store.models import Account, Service
-from workflow.errors import NotFound
-from workflow.facts import find_account, find_service
-from workflow.requests import record, utcnow
-from workflow.views import account_json, contact_types_of, service_json
+from countersign.rules import names
+from countersign.rules.contacts import Refusal
+from countersign.store.db import Store
+from countersign.store.models import Account, Service
+from countersign.workflow.errors import NotFound
+from countersign.workflow.facts import find_account, find_service
+from countersign.workflow.requests import record, utcnow
+from countersign.workflow.views import account_json, contact_types_of, service_json
 
 LANGUAGES = ("en", "fr")
 CENT = Decimal("0.01")  # balances are kept to the cent (the column is NUMERIC(14, 2))

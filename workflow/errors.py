@@ -3,7 +3,7 @@ command line, a 4xx on the API, a command-result mail or a page."""
 
 from __future__ import annotations
 
-from rules.contacts import Refusal
+from countersign.rules.contacts import Refusal
 
 __all__ = ["BadCode", "NotFound", "Refusal"]
 

@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rules.contacts import AccountFacts, ContactType, ServiceFacts
-from rules.states import OPEN_STATES
-from store.models import Account, ChangeRequest, Service
+from countersign.rules.contacts import AccountFacts, ContactType, ServiceFacts
+from countersign.rules.states import OPEN_STATES
+from countersign.store.models import Account, ChangeRequest, Service
 
 
 def normalize_email(email: str) -> str:

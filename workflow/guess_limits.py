@@ -27,10 +27,10 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
-from store.db import append
-from store.models import WrongCode
-from workflow.errors import BadCode
-from workflow.policy import Policy
+from countersign.store.db import append
+from countersign.store.models import WrongCode
+from countersign.workflow.errors import BadCode
+from countersign.workflow.policy import Policy
 
 # The refusals that a guess (or a forgery with someone else's code) gets; the
 # others ("used", "closed", "expired") are answers to a real code, never counted.

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from store.db import Store
-from store.models import ImapCursor
-from workflow.inbox import insert_received
+from countersign.store.db import Store
+from countersign.store.models import ImapCursor
+from countersign.workflow.inbox import insert_received
 
 
 @dataclass(frozen=True)

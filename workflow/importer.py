@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
-from rules import names
-from rules.contacts import Refusal
-from store.db import Store
-from store.models import Account, Service
-from workflow.directory import AccountChanges, parse_balance, valid_changes, valid_email
-from workflow.requests import record, utcnow
+from countersign.rules import names
+from countersign.rules.contacts import Refusal
+from countersign.store.db import Store
+from countersign.store.models import Account, Service
+from countersign.workflow.directory import AccountChanges, parse_balance, valid_changes, valid_email
+from countersign.workflow.requests import record, utcnow
 
 ACCOUNT_KEYS = {"account", "zone", "contactEmail", "language", "paymentMethodValid", "balanceDue"}
 SERVICE_KEYS = {"service", "contactAdmin", "contactTech", "contactBilling"}

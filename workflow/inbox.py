@@ -31,17 +31,31 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, defer
 
-from rules.states import Decision, State
-from store.db import Store, append, wake
-from store.models import Account, Base, ChangeRequest, Event, InboxMessage, OutboxMessage, Validator
-from workflow import redaction
-from workflow.answers import answer
-from workflow.codes import honored
-from workflow.errors import BadCode, NotFound, Refusal
-from workflow.facts import normalize_email
-from workflow.policy import Policy
-from workflow.requests import DecisionResult, decide_in, find_code, prepare_decisions, utcnow
-from workflow.views import iso
+from countersign.rules.states import Decision, State
+from countersign.store.db import Store, append, wake
+from countersign.store.models import (
+    Account,
+    Base,
+    ChangeRequest,
+    Event,
+    InboxMessage,
+    OutboxMessage,
+    Validator,
+)
+from countersign.workflow import redaction
+from countersign.workflow.answers import answer
+from countersign.workflow.codes import honored
+from countersign.workflow.errors import BadCode, NotFound, Refusal
+from countersign.workflow.facts import normalize_email
+from countersign.workflow.policy import Policy
+from countersign.workflow.requests import (
+    DecisionResult,
+    decide_in,
+    find_code,
+    prepare_decisions,
+    utcnow,
+)
+from countersign.workflow.views import iso
 
 log = logging.getLogger("countersign.inbox")
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from rules.states import NoticeKind
-from store.db import append, wake
-from store.models import Account, ChangeRequest, OutboxMessage, Validator
+from countersign.rules.states import NoticeKind
+from countersign.store.db import append, wake
+from countersign.store.models import Account, ChangeRequest, OutboxMessage, Validator
 
 
 def new_message_id(domain: str) -> str:

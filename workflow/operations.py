@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from rules.states import NoticeKind, State
-from store.db import Store, wake
-from store.models import (
+from countersign.rules.states import NoticeKind, State
+from countersign.store.db import Store, wake
+from countersign.store.models import (
     Account,
     ChangeRequest,
     Event,
@@ -24,10 +24,10 @@ from store.models import (
     OutboxMessage,
     Validator,
 )
-from workflow.codes import hash_code, new_code
-from workflow.errors import NotFound, Refusal
-from workflow.requests import utcnow
-from workflow.views import iso
+from countersign.workflow.codes import hash_code, new_code
+from countersign.workflow.errors import NotFound, Refusal
+from countersign.workflow.requests import utcnow
+from countersign.workflow.views import iso
 
 FINISHED = tuple(str(s) for s in (State.DONE, State.REFUSED, State.ABORTED, State.EXPIRED))
 FINISHED += (str(State.ERROR),)

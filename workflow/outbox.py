@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from store.db import Store
-from store.models import Account, ChangeRequest, OutboxMessage, Service, Validator
-from workflow.requests import record
-from workflow.views import request_view, validator_view
+from countersign.store.db import Store
+from countersign.store.models import Account, ChangeRequest, OutboxMessage, Service, Validator
+from countersign.workflow.requests import record
+from countersign.workflow.views import request_view, validator_view
 
 RETRY_CAP = timedelta(hours=1)
 JITTER = 0.2  # +-20%: retries of one outage do not all land in the same second

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from config import Config, parse_duration
+from countersign.config import Config, parse_duration
 
 
 @dataclass(frozen=True)

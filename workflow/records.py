@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rules.contacts import CONTACT_TYPES, ContactType, Refusal
-from store.db import Store
-from store.models import Account
-from workflow.errors import NotFound
-from workflow.facts import find_account, find_service, open_contact_types
-from workflow.requests import record, utcnow
-from workflow.views import account_json, service_json
+from countersign.rules.contacts import CONTACT_TYPES, ContactType, Refusal
+from countersign.store.db import Store
+from countersign.store.models import Account
+from countersign.workflow.errors import NotFound
+from countersign.workflow.facts import find_account, find_service, open_contact_types
+from countersign.workflow.requests import record, utcnow
+from countersign.workflow.views import account_json, service_json
 
 _ROLE = {ContactType.ADMIN: "admin", ContactType.TECH: "tech", ContactType.BILLING: "billing"}
 

@@ -30,7 +30,7 @@ from email.message import Message
 from email.policy import compat32
 from io import BytesIO
 
-from workflow.codes import normalize_code, stand_in
+from countersign.workflow.codes import normalize_code, stand_in
 
 MAX_HASHES = 50
 _GROUP = rb"[A-Za-z2-7]{8}"

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from rules.contacts import ContactType, plan_change
-from rules.states import (
+from countersign.rules.contacts import ContactType, plan_change
+from countersign.rules.states import (
     Decision,
     NoticeKind,
     State,
@@ -25,12 +25,12 @@ from rules.states import (
     notices_on_final,
     transition,
 )
-from store.db import Store, append, wake
-from store.models import Account, ChangeRequest, Event, Validator
-from workflow import guess_limits, send_limits
-from workflow.codes import hash_code, hash_of, new_code
-from workflow.errors import BadCode, NotFound, Refusal
-from workflow.facts import (
+from countersign.store.db import Store, append, wake
+from countersign.store.models import Account, ChangeRequest, Event, Validator
+from countersign.workflow import guess_limits, send_limits
+from countersign.workflow.codes import hash_code, hash_of, new_code
+from countersign.workflow.errors import BadCode, NotFound, Refusal
+from countersign.workflow.facts import (
     account_facts,
     accounts_by_email,
     find_account,
@@ -39,9 +39,9 @@ from workflow.facts import (
     open_contact_types,
     service_facts,
 )
-from workflow.notices import queue_notice
-from workflow.policy import Policy
-from workflow.views import request_json
+from countersign.workflow.notices import queue_notice
+from countersign.workflow.policy import Policy
+from countersign.workflow.views import request_json
 
 log = logging.getLogger("countersign.requests")
 

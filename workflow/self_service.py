@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload
 
-from store.db import Store
-from store.models import Service
-from workflow.facts import find_account
-from workflow.views import contact_types_of
+from countersign.store.db import Store
+from countersign.store.models import Service
+from countersign.workflow.facts import find_account
+from countersign.workflow.views import contact_types_of
 
 
 def my_services(store: Store, email: str, name: str = "") -> list[dict[str, Any]]:

@@ -21,11 +21,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
-from config import Config, parse_duration, parse_key_limits
-from rules.states import OPEN_STATES, NoticeKind
-from store.models import Account, ChangeRequest, OutboxMessage, SignInLink
-from workflow.errors import Refusal
-from workflow.views import iso
+from countersign.config import Config, parse_duration, parse_key_limits
+from countersign.rules.states import OPEN_STATES, NoticeKind
+from countersign.store.models import Account, ChangeRequest, OutboxMessage, SignInLink
+from countersign.workflow.errors import Refusal
+from countersign.workflow.views import iso
 
 LIMIT_REACHED = "limit-reached"
 MAIL_KINDS = (str(NoticeKind.CONFIRM_REQUEST), str(NoticeKind.REMINDER))

@@ -16,15 +16,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from rules.states import NoticeKind
-from store.db import Store
-from store.models import Account, SignInLink, WebSession
-from workflow import send_limits
-from workflow.directory import valid_email
-from workflow.facts import find_account, normalize_email
-from workflow.notices import queue_notice
-from workflow.requests import record
-from workflow.send_limits import SendLimits
+from countersign.rules.states import NoticeKind
+from countersign.store.db import Store
+from countersign.store.models import Account, SignInLink, WebSession
+from countersign.workflow import send_limits
+from countersign.workflow.directory import valid_email
+from countersign.workflow.facts import find_account, normalize_email
+from countersign.workflow.notices import queue_notice
+from countersign.workflow.requests import record
+from countersign.workflow.send_limits import SendLimits
 
 MAX_CLIENT = 64
 

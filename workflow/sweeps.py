@@ -13,13 +13,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rules.contacts import ContactType, Refusal, recheck
-from rules.states import NoticeKind, State
-from store.db import Store
-from store.models import ChangeRequest, Service
-from workflow.facts import account_facts, accounts_by_email, service_facts
-from workflow.policy import Policy
-from workflow.requests import finish, issue_code, load_request, move, record, utcnow
+from countersign.rules.contacts import ContactType, Refusal, recheck
+from countersign.rules.states import NoticeKind, State
+from countersign.store.db import Store
+from countersign.store.models import ChangeRequest, Service
+from countersign.workflow.facts import account_facts, accounts_by_email, service_facts
+from countersign.workflow.policy import Policy
+from countersign.workflow.requests import finish, issue_code, load_request, move, record, utcnow
 
 BATCH = 100
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from rules.contacts import CONTACT_TYPES, ContactType
-from store.models import Account, ChangeRequest, Service, Validator
+from countersign.rules.contacts import CONTACT_TYPES, ContactType
+from countersign.store.models import Account, ChangeRequest, Service, Validator
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -13,12 +13,12 @@ from typing import Any, NoReturn, TypeVar
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from config import Config, ConfigError, load_config
-from rules.contacts import Refusal
-from rules.names import printable, unseen
-from store.db import Store
-from store.migrate import SchemaBehind, ensure_schema, is_current
-from workflow.policy import Policy
+from countersign.config import Config, ConfigError, load_config
+from countersign.rules.contacts import Refusal
+from countersign.rules.names import printable, unseen
+from countersign.store.db import Store
+from countersign.store.migrate import SchemaBehind, ensure_schema, is_current
+from countersign.workflow.policy import Policy
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from config import Inspection, inspect_config
-from config_check import flat_values, mask
-from gateway.cli.base import App, emit, json_option, pass_app
+from countersign.config import Inspection, inspect_config
+from countersign.config_check import flat_values, mask
+from countersign.gateway.cli.base import App, emit, json_option, pass_app
 
 # Keys whose empty value means "derived from another key": show what is in force.
 _DERIVED = {"database.url": "database_url", "mail.from": "mail_from"}

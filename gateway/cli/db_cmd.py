@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from gateway.cli.base import App, acts, emit, json_option, pass_app
-from store.migrate import current_revision, head_revision
+from countersign.gateway.cli.base import App, acts, emit, json_option, pass_app
+from countersign.store.migrate import current_revision, head_revision
 
 
 def _revisions(app: App) -> dict[str, object]:

@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from config import Config, ConfigError, parse_duration
-from gateway.cli.base import App, acts, emit, json_option, pass_app
-from gateway.retention import purge_all
-from workflow import operations
+from countersign.config import Config, ConfigError, parse_duration
+from countersign.gateway.cli.base import App, acts, emit, json_option, pass_app
+from countersign.gateway.retention import purge_all
+from countersign.workflow import operations
 
 
 def _listening(host: str, port: int) -> bool:

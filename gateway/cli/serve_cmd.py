@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import click
 
-from config import Config
-from gateway.cli.base import App, acts, fail, pass_app
-from gateway.logs import FORMATS, LEVELS, REDACT, LogSettings, configure
+from countersign.config import Config
+from countersign.gateway.cli.base import App, acts, fail, pass_app
+from countersign.gateway.logs import FORMATS, LEVELS, REDACT, LogSettings, configure
 
 DOORS = ("smtp", "imap", "web", "sweeps")
 
@@ -58,8 +58,8 @@ def serve(
     doors = parse_doors(only)
     config = app.config  # a bad configuration stops here, before any logging is set up
     # Imported here: the servers and their libraries cost every other command ~0.7 s.
-    from gateway.cli.service import ServeOptions
-    from runtime import StartupError, serve_until_signalled
+    from countersign.gateway.cli.service import ServeOptions
+    from countersign.runtime import StartupError, serve_until_signalled
 
     chosen = log_level or ("debug" if verbose else None)
     configure(LogSettings(chosen or config.log_level, log_format, log_file))

@@ -21,10 +21,10 @@ import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from config import Config, inspect_config
-from config_check import flat_values
-from gateway import logs, render
-from gateway.systemd import Notifier
+from countersign.config import Config, inspect_config
+from countersign.config_check import flat_values
+from countersign.gateway import logs, render
+from countersign.gateway.systemd import Notifier
 
 log = logging.getLogger("countersign")
 DOORS = frozenset({"smtp", "imap", "web", "sweeps"})

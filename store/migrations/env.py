@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from store.models import Base
+from countersign.store.models import Base
 
 # Two daemons sharing PostgreSQL may start together: one migrates, the other waits.
 _ADVISORY_LOCK = 0x436F756E  # "Coun"

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from store.db import Store
-from store.migrate import upgrade
+from countersign.store.db import Store
+from countersign.store.migrate import upgrade
 from tests.conftest import PG_URL, missing_server
 
 

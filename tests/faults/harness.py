@@ -26,8 +26,8 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 
 from bench.seeding import seed_requests
-from store.db import Store
-from store.models import Account, ChangeRequest, Event, InboxMessage, OutboxMessage
+from countersign.store.db import Store
+from countersign.store.models import Account, ChangeRequest, Event, InboxMessage, OutboxMessage
 from tests.cli_helpers import COMMAND, clean_env, free_port
 
 DOMAIN = "countersign.localhost"

@@ -20,8 +20,8 @@ from urllib.request import Request, urlopen
 
 import pytest
 
-from store.db import Store
-from store.migrate import upgrade
+from countersign.store.db import Store
+from countersign.store.migrate import upgrade
 from tests.conftest import missing_server
 from tests.faults import pgcluster
 from tests.faults.harness import (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from store.db import Store
+from countersign.store.db import Store
 from tests.faults.harness import Daemon, count, seed_with_replies, wait_until_settled
 from tests.servers.dovecot import DovecotServer
 

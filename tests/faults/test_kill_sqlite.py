@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from store.db import Store
+from countersign.store.db import Store
 from tests.cli_helpers import fresh_database
 from tests.faults.harness import Daemon, Sender, count, seed_with_replies, wait_until_settled
 

@@ -14,7 +14,7 @@ import aiosmtplib
 import pytest
 from sqlalchemy import text
 
-from store.db import Store
+from countersign.store.db import Store
 from tests.cli_helpers import fresh_database
 from tests.faults.harness import DOMAIN, Daemon, count, seed_with_replies, wait_until_settled
 

@@ -21,12 +21,12 @@ import pytest
 from sqlalchemy import func, select
 
 from bench.seeding import seed_requests
-from config import Config
-from gateway.composing import Ready
-from gateway.delivery import Deliverer
-from gateway.maildir import MaildirTransport
-from store.db import Store
-from store.models import OutboxMessage
+from countersign.config import Config
+from countersign.gateway.composing import Ready
+from countersign.gateway.delivery import Deliverer
+from countersign.gateway.maildir import MaildirTransport
+from countersign.store.db import Store
+from countersign.store.models import OutboxMessage
 from tests.cli_helpers import fresh_database
 from tests.conftest import missing_server
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from gateway.delivery import CONNECTIONS
-from store.db import Store
+from countersign.gateway.delivery import CONNECTIONS
+from countersign.store.db import Store
 from tests.faults.harness import (
     Daemon,
     Sender,
