@@ -315,7 +315,7 @@ def _key_limits(value: Any) -> str | None:
         try:
             parse_key_limits(key, spec)
         except ConfigError as error:
-            return str(error).removeprefix("api.key_limits.")
+            return str(error)  # names the key: api.key_limits.NAME
     return None
 
 

@@ -27,7 +27,17 @@ from countersign.workflow.send_limits import LimitReached
 log = logging.getLogger("countersign.web")
 
 STATES = [str(s) for s in State]
-NOTES = frozenset({"made", "accepted-waiting", "accepted-done", "declined", "resent", "cancelled"})
+NOTES = frozenset(
+    {
+        "made",
+        "accepted-waiting",
+        "accepted-done",
+        "declined",
+        "already-answered",
+        "resent",
+        "cancelled",
+    }
+)
 _REFUSED_STATUS = {"limit-reached": 429, "locked": 429, "not-found": 404}
 
 
@@ -251,9 +261,12 @@ def _act(site: AccountSite, visit: Visit, request_id: int, act: str, answer: Ans
         request_id=request_id,
         via="web",
         sender=visit.account.email,
+        source=site.sources.of(visit.request),
         now=now,
         comment=answer.comment or None,
     )
+    if result.repeated:
+        return "already-answered"  # a double click or a second tab: counted as nothing
     if how == Decision.DECLINE:
         return "declined"
     return "accepted-waiting" if result.waiting_for else "accepted-done"

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from countersign.config import Config, parse_duration
 from countersign.gateway.pages import LANGUAGES, page_environment, preferred_language
+from countersign.gateway.sources import ClientSources
 from countersign.store.db import Store
 from countersign.workflow import sign_in
 from countersign.workflow.policy import Policy
@@ -93,6 +94,7 @@ class AccountSite:
         self.store = store
         self.policy = Policy.from_config(config)
         self.limits = SendLimits.from_config(config)
+        self.sources = ClientSources.from_config(config)  # whom wrong codes count against
         self.settings = SignInSettings(
             link_valid=parse_duration(config.web.sign_in_valid),
             session_valid=parse_duration(config.web.session_valid),
