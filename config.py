@@ -116,6 +116,31 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class HookEndpoint:
+    url: str = ""
+    secret: str = ""
+    events: tuple[str, ...] = ()  # empty: every type
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    # TOML: [[hooks.endpoints]] url = "...", secret = "...", events = [...]
+    endpoints: tuple[HookEndpoint, ...] = ()
+    timeout: str = "10s"
+    first_retry: str = "10s"
+    give_up_after: str = "3d"
+
+
+@dataclass(frozen=True)
+class ApplyConfig:
+    url: str = ""  # empty: a change is applied to Countersign's own store at once
+    secret: str = ""
+    timeout: str = "30s"
+    first_retry: str = "10s"
+    give_up_after: str = "1d"
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str = "./var"
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -127,6 +152,8 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     leases: LeasesConfig = field(default_factory=LeasesConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    apply: ApplyConfig = field(default_factory=ApplyConfig)
 
     # Derived values: the defaults that depend on other keys.
     @property
@@ -234,7 +261,9 @@ def _build(cls: type[Any], prefix: str, raw: Mapping[str, Any], env: Mapping[str
             values[fld.name] = _build(hint, f"{dotted}.", section, env)
             continue
         env_name = ENV_PREFIX + dotted.replace(".", "_").upper()
-        if env_name in env:
+        if _is_table_list(hint):
+            values[fld.name] = _build_tables(get_args(hint)[0], dotted, raw.get(name, []))
+        elif env_name in env:
             values[fld.name] = _coerce(dotted, hint, env[env_name])
         elif name in raw:
             values[fld.name] = _coerce(dotted, hint, raw[name])
@@ -242,6 +271,35 @@ def _build(cls: type[Any], prefix: str, raw: Mapping[str, Any], env: Mapping[str
     if unknown:
         raise ConfigError(f"unknown configuration key: {prefix}{sorted(unknown)[0]}")
     return cls(**values)
+
+
+def _is_table_list(hint: Any) -> bool:
+    args = get_args(hint)
+    return get_origin(hint) is tuple and bool(args) and dataclasses.is_dataclass(args[0])
+
+
+def _build_tables(cls: type[Any], key: str, raw: Any) -> tuple[Any, ...]:
+    """A TOML array of tables (``[[hooks.endpoints]]``); from the file only, not the environment."""
+    if not isinstance(raw, list) or not all(isinstance(item, Mapping) for item in raw):
+        raise ConfigError(f"{key}: expected [[{key}]] tables")
+    return tuple(_build(cls, f"{key}[{index}].", item, {}) for index, item in enumerate(raw))
+
+
+def _validate_hooks(config: Config) -> None:
+    for index, endpoint in enumerate(config.hooks.endpoints):
+        key = f"hooks.endpoints[{index}]"
+        if not endpoint.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{key}.url: expected an http:// or https:// address")
+        if not endpoint.secret:
+            raise ConfigError(f"{key}.secret: every endpoint needs a secret to sign with")
+        unknown = set(endpoint.events) - set(HOOK_EVENT_TYPES)
+        if unknown:
+            raise ConfigError(f"{key}.events: unknown event type {sorted(unknown)[0]!r}")
+    if config.apply.url and not config.apply.url.startswith(("http://", "https://")):
+        raise ConfigError("apply.url: expected an http:// or https:// address")
+
+
+HOOK_EVENT_TYPES = ("request.created", "request.state_changed", "validator.decided")
 
 
 def _validate(config: Config) -> None:
@@ -253,6 +311,12 @@ def _validate(config: Config) -> None:
         ("outbound.timeout", config.outbound.timeout),
         ("inbound.bad_code_window", config.inbound.bad_code_window),
         ("leases.owner_timeout", config.leases.owner_timeout),
+        ("hooks.timeout", config.hooks.timeout),
+        ("hooks.first_retry", config.hooks.first_retry),
+        ("hooks.give_up_after", config.hooks.give_up_after),
+        ("apply.timeout", config.apply.timeout),
+        ("apply.first_retry", config.apply.first_retry),
+        ("apply.give_up_after", config.apply.give_up_after),
         *(("requests.remind_after", d) for d in config.requests.remind_after),
     ):
         try:
@@ -261,6 +325,7 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{key}: {error}") from None
     if config.sweep_every <= timedelta(0):
         raise ConfigError("scheduler.sweep_every: must be more than 0s")
+    _validate_hooks(config)
     if config.owner_timeout < timedelta(seconds=3):
         # Heartbeats come every third of it: less would free live daemons' work.
         raise ConfigError("leases.owner_timeout: must be at least 3s")

@@ -23,7 +23,7 @@ from rules.contacts import ContactType, Refusal
 from rules.states import Decision, State
 from store.db import Store
 from store.migrate import current_revision, is_current, upgrade
-from workflow import directory, importer, inbox, requests
+from workflow import directory, hooks, importer, inbox, requests
 from workflow.policy import Policy
 
 log = logging.getLogger("countersign")
@@ -51,6 +51,7 @@ class App:
     def store(self, *, migrate: bool = True) -> Store:
         if self._store is None:
             self._store = Store(self.config.database_url)
+            hooks.attach(self._store, self.config)
             # A fresh install works straight away: the schema is made on first use.
             if migrate and not is_current(self._store.engine):
                 upgrade(self._store.engine)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from config import Config
 from gateway.delivery import Deliverer
+from gateway.hooks import HookSender
 from gateway.imap_in import start_imap
 from gateway.mail_in import MailIn
 from gateway.offload import LOG_FORMAT
@@ -26,7 +27,7 @@ from store.db import Store
 from store.leases import instance_key
 from store.migrate import upgrade
 from store.watch import CommitWatcher
-from workflow import sweeps
+from workflow import hooks, sweeps
 from workflow.policy import Policy
 
 log = logging.getLogger("countersign")
@@ -52,6 +53,14 @@ def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: M
     store.on_commit("outbox", lambda: sweeper.wake("outbox"))
     store.on_commit("inbox", lambda: sweeper.wake("inbox"))
     return sweeper
+
+
+def add_hooks(sweeper: Sweeper, store: Store, config: Config, owner: int) -> None:
+    """The webhook and applier deliveries (gateway/hooks.py), woken by the acts that queue them."""
+    sender = HookSender(store, config)
+    sender.owner = owner
+    sweeper.add("hooks", sender.deliver_due, config.sweep_every)
+    store.on_commit("hooks", lambda: sweeper.wake("hooks"))
 
 
 def start_web(
@@ -90,6 +99,7 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
     """Everything on one asyncio loop until ``stop`` is set."""
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     store = Store(config.database_url)
+    hooks.attach(store, config)
     await asyncio.to_thread(upgrade, store.engine)
     smtp = await listen_smtp(store, config)
     # Kept: each may run a process (composing, reading) to stop at the end.
@@ -97,6 +107,7 @@ async def run_daemon(config: Config, stop: asyncio.Event) -> None:
     mail_in = MailIn(store, config)
     heartbeat = await start_heartbeat(store, config, deliverer, mail_in)
     sweeper = build_sweeper(store, config, deliverer, mail_in)
+    add_hooks(sweeper, store, config, heartbeat.worker_id)
     sweeper.start()
     watcher = CommitWatcher(store)  # the command line's commits wake the sweeps too
     watcher.start()

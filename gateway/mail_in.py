@@ -30,6 +30,7 @@ from store.db import Store
 from store.health import Health
 from store.leases import give_back
 from store.models import InboxMessage
+from workflow import hooks
 from workflow.inbox import MailReading, Received, process_due
 from workflow.policy import Policy
 
@@ -249,7 +250,7 @@ def _note(outcomes: list[Outcome], item: Received, outcome: str) -> None:
 
 
 PASS = 0.5  # seconds of batches per call into the mail-in process, at most
-_WAKES = ("apply", "outbox", "inbox")
+_WAKES = ("apply", "outbox", "inbox", "hooks")
 _here: dict[str, tuple[MailIn, list[str]]] = {}  # in the mail-in process: its own store
 
 
@@ -280,6 +281,7 @@ def process_elsewhere(config: Config, now: datetime | None, owner: int | None) -
 def _mail_in_here(config: Config) -> tuple[MailIn, list[str]]:
     if config.database_url not in _here:
         store = Store(config.database_url)
+        hooks.attach(store, config)  # a decision by mail queues its events too
         store.health = Health(quiet=True)  # the daemon logs an outage; its heartbeat, the end
         woken: list[str] = []
         for topic in _WAKES:

@@ -25,11 +25,12 @@ from sqlalchemy import func, select
 
 from rules.states import State
 from store.db import Store
-from store.models import ChangeRequest, InboxMessage, OutboxMessage
+from store.models import ChangeRequest, HookDelivery, InboxMessage, OutboxMessage
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "count_command",
+    "count_hook_delivery",
     "count_mail_received",
     "count_mail_sent",
     "make_registry",
@@ -62,7 +63,19 @@ DELIVERY_LATENCY = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
     registry=None,
 )
-_COUNTERS = (MAIL_RECEIVED, MAIL_SENT, COMMANDS, DELIVERY_LATENCY)
+HOOK_DELIVERIES = Counter(
+    "countersign_hook_deliveries",
+    "Events POSTed to webhook endpoints or the applier, by target and outcome"
+    " (delivered, retry, failed, refused).",
+    ["target", "outcome"],
+    registry=None,
+)
+_COUNTERS = (MAIL_RECEIVED, MAIL_SENT, COMMANDS, DELIVERY_LATENCY, HOOK_DELIVERIES)
+
+
+def count_hook_delivery(target: str, outcome: str) -> None:
+    """``target``: webhook or apply (not the url: it may carry a token)."""
+    HOOK_DELIVERIES.labels(target=target, outcome=outcome).inc()
 
 
 def count_mail_received(outcome: str) -> None:
@@ -96,6 +109,13 @@ class StoreCollector(Collector):
             by_state = {str(state): int(count) for state, count in rows}
             outbox = session.scalar(select(func.count()).where(OutboxMessage.status == "pending"))
             inbox = session.scalar(select(func.count()).where(InboxMessage.status == "pending"))
+            hooks = dict(
+                session.execute(
+                    select(HookDelivery.status, func.count())
+                    .where(HookDelivery.status.in_(("pending", "failed")))
+                    .group_by(HookDelivery.status)
+                ).all()
+            )
         requests = GaugeMetricFamily(
             "countersign_requests", "Contact change requests, by state.", labels=["state"]
         )
@@ -108,6 +128,16 @@ class StoreCollector(Collector):
         )
         yield GaugeMetricFamily(
             "countersign_inbox_depth", "Received mail waiting to be processed.", value=inbox or 0
+        )
+        yield GaugeMetricFamily(
+            "countersign_hooks_pending",
+            "Webhook and applier deliveries waiting to be sent (or retried).",
+            value=hooks.get("pending", 0),
+        )
+        yield GaugeMetricFamily(
+            "countersign_hooks_failed",
+            "Deliveries given up (see `countersign hooks list --failed`).",
+            value=hooks.get("failed", 0),
         )
 
 

@@ -160,6 +160,9 @@ class Store:
         event.listen(self._writer, "do_orm_execute", _before_statement)
         event.listen(self._writer, "before_commit", _insert_appends)
         self._listeners: dict[str, list[Callable[[], None]]] = {}
+        # Put in every write session's info: what the acts must know of the outside
+        # (the webhook targets an event is queued for: workflow/hooks.py).
+        self.session_info: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._sqlite_writer = (
             SqliteWriter(make_url(url).database) if self.dialect == "sqlite" else None
@@ -186,6 +189,7 @@ class Store:
     def write(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self._write_turn(), self._writer() as session, session.begin():
+            session.info.update(self.session_info)
             yield session
             if self.dialect == "postgresql":
                 _notify(session)

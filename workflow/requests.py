@@ -26,7 +26,7 @@ from rules.states import (
 )
 from store.db import Store, append, wake
 from store.models import Account, ChangeRequest, Event, Validator
-from workflow import throttle
+from workflow import hooks, throttle
 from workflow.codes import hash_code, new_code, normalize_code
 from workflow.errors import BadCode, NotFound, Refusal
 from workflow.facts import (
@@ -69,6 +69,17 @@ def record(
             "detail": detail,
         },
     )
+    if kind in hooks.EVENT_TYPES:
+        hooks.on_record(session, kind, now, request, _event_data(kind, actor, via, detail))
+
+
+def _event_data(kind: str, actor: str | None, via: str | None, detail: dict[str, Any]) -> Any:
+    """What a webhook event says beside the request: the decision, or the states."""
+    if kind in ("accept", "decline"):
+        return {"account": actor, "decision": kind, "via": via}
+    if kind == "state":
+        return {"before": detail.get("before"), "after": detail.get("after")}
+    return {"via": via}
 
 
 PREPARED = "prepared-decisions"  # session.info key, see prepare_decisions
