@@ -19,6 +19,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import Config, ConfigError, load_config
+from gateway import hooks_cli
 from rules.contacts import ContactType, Refusal
 from rules.states import Decision, State
 from store.db import Store
@@ -468,6 +469,9 @@ def inbox_retry(app: App, inbox_id: int, as_json: bool) -> None:
     """Process a quarantined message again (three fresh attempts)."""
     shown = inbox.retry(app.store(), inbox_id)
     emit(as_json, shown, lambda: [f"inbox message {inbox_id} will be processed again"])
+
+
+cli.add_command(hooks_cli.commands(pass_app, acts, emit, json_option))
 
 
 @cli.command("serve")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -210,3 +211,29 @@ def test_apply_receiver_down_leaves_doing_with_the_reason_then_done(
         )
     assert applied == 1
     assert 503 in receiver.refused_with
+
+
+def test_given_up_after_give_up_after_shown_in_metrics_and_retried_by_hand(
+    world: Store, policy: Policy, receiver: Receiver
+) -> None:
+    from gateway.metrics import make_registry, scrape
+
+    endpoint = HookEndpoint(url=receiver.url, secret=SECRET, events=("request.created",))
+    config = Config(hooks=HooksConfig(endpoints=(endpoint,), give_up_after="0s"))
+    hooks.attach(world, config)
+    receiver.fail_for(60.0)
+    change_contacts(
+        world, "split.com", "admin@example.com", {ContactType.TECH: "new@example.com"}, policy
+    )
+    asyncio.run(HookSender(world, config).deliver_due())
+    failed = hook_queue.listing(world, failed_only=True)
+    assert [(r["type"], r["lastError"]) for r in failed] == [("request.created", "HTTP 500")]
+    assert len(hook_queue.listing(world)) == 1  # only the type the endpoint asked for
+    text = scrape(make_registry(world)).decode()
+    assert "countersign_hooks_failed 1.0" in text
+    assert 'countersign_hook_deliveries_total{outcome="failed",target="webhook"}' in text
+    receiver.fail_until = 0
+    assert hook_queue.retry(world, failed[0]["id"], datetime.now(UTC))["status"] == "pending"
+    asyncio.run(HookSender(world, config).deliver_due())
+    assert [e["type"] for e in receiver.received] == ["request.created"]
+    assert "countersign_hooks_failed 0.0" in scrape(make_registry(world)).decode()
