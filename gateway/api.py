@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway import metrics
+from gateway.reading_commands import without_codes
 from rules.contacts import CONTACT_TYPES, ContactType
 from rules.states import Decision, State
 from store.db import Store
@@ -74,6 +75,7 @@ class ValidatorView(BaseModel):
     at: datetime | None
     via: str | None
     deliveryError: str | None = None
+    comment: str | None = None
 
 
 class ContactChange(BaseModel):
@@ -102,6 +104,7 @@ class ChangeContactBody(Strict):
 
 class TokenBody(Strict):
     token: Token
+    comment: str | None = Field(None, max_length=2000, description="The validator's words")
 
 
 class CancelBody(Strict):
@@ -276,7 +279,15 @@ def _decision_route(
 ) -> None:
     def decide(id: TaskId, body: TokenBody) -> dict[str, Any]:
         try:
-            result = requests.decide(store, body.token, decision, policy, request_id=id, via="api")
+            result = requests.decide(
+                store,
+                body.token,
+                decision,
+                policy,
+                request_id=id,
+                via="api",
+                comment=without_codes(body.comment) if body.comment else None,
+            )
         except BadCode:
             metrics.count_command("invalid", "api")
             raise

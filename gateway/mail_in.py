@@ -81,6 +81,7 @@ def read_inbound(item: Received, settings: InboundSettings) -> MailReading:
         reason=reading.reason,
         bounced_recipients=reading.bounced_recipients,
         bounced_request=reading.bounced_request,
+        comment=reading.comment,
         authenticated=dmarc_passed(headers, settings.trusted_authserv_id),
         replied_to=our_references(headers, settings.mail_domain),
     )

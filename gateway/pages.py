@@ -18,6 +18,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from gateway import metrics
+from gateway.reading_commands import without_codes
 from gateway.render import utc_datetime
 from rules.states import Decision, State
 from store.db import Store
@@ -159,7 +160,12 @@ class Pages:
         )
 
     def act(
-        self, request_id: int, token: str, decision: str, accept_language: str | None
+        self,
+        request_id: int,
+        token: str,
+        decision: str,
+        accept_language: str | None,
+        comment: str = "",
     ) -> HTMLResponse:
         locked = self.locked(request_id)
         # Looked up before deciding: once used, the code no longer names its holder.
@@ -174,15 +180,21 @@ class Pages:
             return self.failure(request_id, language, "missing-code", sight.state, 400)
         if decision not in {str(d) for d in Decision}:
             return self.failure(request_id, language, "bad-decision", sight.state, 400)
-        return self.decide(request_id, token, Decision(decision), language)
+        return self.decide(request_id, token, Decision(decision), language, comment)
 
     def decide(
-        self, request_id: int, token: str, decision: Decision, language: str
+        self, request_id: int, token: str, decision: Decision, language: str, comment: str = ""
     ) -> HTMLResponse:
         """The act itself, through the workflow mail uses, and its outcome page."""
         try:
             result = requests.decide(
-                self.store, token, decision, self.policy, request_id=request_id, via="web"
+                self.store,
+                token,
+                decision,
+                self.policy,
+                request_id=request_id,
+                via="web",
+                comment=without_codes(comment),  # a code pasted in never travels with it
             )
         except BadCode as bad:
             metrics.count_command("invalid", "web")
@@ -250,12 +262,13 @@ def page_router(pages: Pages) -> APIRouter:
         request_id: str,
         token: str = Form(""),
         decision: str = Form(""),
+        comment: str = Form(""),
     ) -> Response:
         number = parse_id(request_id)
         language = request.headers.get("accept-language")
         if number is None:
             return pages.missing(request_id, preferred_language(language))
-        return pages.act(number, token.strip(), decision, language)
+        return pages.act(number, token.strip(), decision, language, comment)
 
     @router.get("/static/countersign.css")
     def stylesheet() -> FileResponse:

@@ -149,6 +149,7 @@ class Validator(Base):
     code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     code_issued_at: Mapped[datetime | None]
     delivery_error: Mapped[str | None] = mapped_column(Text)
+    comment: Mapped[str | None] = mapped_column(String(500))  # their words, with the decision
 
     request: Mapped[ChangeRequest] = relationship(back_populates="validators")
     account: Mapped[Account] = relationship()

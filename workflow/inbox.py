@@ -85,6 +85,7 @@ class MailReading:
     # False when inbound.trusted_authserv_id is set and that server did not say dmarc=pass.
     authenticated: bool = True
     replied_to: tuple[str, ...] = ()  # Message-IDs of our own notices this mail answers
+    comment: str | None = None  # what the validator wrote beside the command word
 
 
 Reader = Callable[[Received], MailReading]
@@ -486,6 +487,7 @@ def _command(
         via=channel,
         sender=reading.sender,
         now=now,
+        comment=reading.comment,
     )
     if isinstance(decided, DecisionResult):
         return Result(DONE[reading.outcome], int(decided.request["id"]))

@@ -324,6 +324,7 @@ def decide(
     via: str = "cli",
     sender: str | None = None,
     now: datetime | None = None,
+    comment: str | None = None,
 ) -> DecisionResult:
     """Accept or decline with a validation code (of ``request_id`` when given).
 
@@ -336,7 +337,15 @@ def decide(
     now = now or utcnow()
     with store.write() as session:
         outcome = decide_in(
-            session, code, decision, policy, request_id=request_id, via=via, sender=sender, now=now
+            session,
+            code,
+            decision,
+            policy,
+            request_id=request_id,
+            via=via,
+            sender=sender,
+            now=now,
+            comment=comment,
         )
     if isinstance(outcome, BadCode):
         raise outcome
@@ -353,6 +362,7 @@ def decide_in(
     via: str,
     sender: str | None,
     now: datetime,
+    comment: str | None = None,
 ) -> DecisionResult | BadCode:
     """decide's work inside the caller's transaction; a bad code is returned, not raised.
 
@@ -369,7 +379,7 @@ def decide_in(
             limit=policy.bad_code_limit,
             window=policy.bad_code_window,
         )
-        return _decide(session, code, decision, policy, request_id, via, sender, now)
+        return _decide(session, code, decision, policy, request_id, via, sender, now, comment)
     except BadCode as bad:
         if bad.code != "locked":
             # Counted against the request only if it exists (the event row points at it).
@@ -389,6 +399,7 @@ def _decide(
     via: str,
     sender: str | None,
     now: datetime,
+    comment: str | None = None,
 ) -> DecisionResult:
     found = find_code(session, code)
     if found is None or (request_id is not None and found.request_id != request_id):
@@ -399,12 +410,28 @@ def _decide(
     validator.decision = str(decision)
     validator.decided_at = now
     validator.via = via
+    validator.comment = clean_comment(comment)
     # Single use: the decision is set, so _check_usable refuses the code as "used"
     # from now on; its hash stays so that the owner is told, not treated as a stranger.
     record(session, str(decision), now, request=request, actor=validator.account.email, via=via)
     _after_decision(session, request, validator, now, policy)
     waiting = tuple(v.account.email for v in request.validators if v.decision is None)
     return DecisionResult(request_json(request), validator.account.email, waiting)
+
+
+MAX_COMMENT = 500
+
+
+def clean_comment(comment: str | None) -> str | None:
+    """A validator's words as kept: one line of at most 500 characters, or nothing.
+
+    The edges strip codes themselves (gateway/reading_commands.comment_of for mail;
+    the page and API take a comment field apart from the code).
+    """
+    if comment is None:
+        return None
+    text = " ".join(comment.split())[:MAX_COMMENT]
+    return text or None
 
 
 def _check_usable(

@@ -1,4 +1,5 @@
-"""events handed on: webhook and applier deliveries, one row per event and target
+"""events handed on: webhook and applier deliveries, one row per event and target;
+a validator's comment
 
 Revision ID: 0006
 Revises: 0002
@@ -46,9 +47,13 @@ def upgrade() -> None:
     op.create_index(
         "ix_hook_deliveries_chain", "hook_deliveries", ["target", "request_id", "id"]
     )
+    # Plain ADD COLUMN (no table copy on SQLite): a validator's words with its decision.
+    op.add_column("validators", sa.Column("comment", sa.String(length=500), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("validators") as batch_op:
+        batch_op.drop_column("comment")
     op.drop_index("ix_hook_deliveries_chain", table_name="hook_deliveries")
     op.drop_index("ix_hook_deliveries_status_due", table_name="hook_deliveries")
     op.drop_index(op.f("ix_hook_deliveries_event_id"), table_name="hook_deliveries")
