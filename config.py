@@ -17,6 +17,7 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from email.utils import formataddr
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -53,6 +54,9 @@ class MailConfig:
     from_: str = ""  # empty: Countersign <contacts@{domain}>
     reply_local: str = "confirm"
     public_url: str = "http://127.0.0.1:8080"
+    brand_name: str = "Countersign"  # in notices and on the page; the reader's marks stay
+    support_address: str = ""
+    logo_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,11 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class TemplatesConfig:
+    dir: str = ""  # files here override templates/ of the same path (en/refused.txt.j2, web/...)
+
+
+@dataclass(frozen=True)
 class HookEndpoint:
     url: str = ""
     secret: str = ""
@@ -154,6 +163,7 @@ class Config:
     leases: LeasesConfig = field(default_factory=LeasesConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
     apply: ApplyConfig = field(default_factory=ApplyConfig)
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
 
     # Derived values: the defaults that depend on other keys.
     @property
@@ -162,7 +172,8 @@ class Config:
 
     @property
     def mail_from(self) -> str:
-        return self.mail.from_ or f"Countersign <contacts@{self.mail.domain}>"
+        brand = self.mail.brand_name or "Countersign"
+        return self.mail.from_ or formataddr((brand, f"contacts@{self.mail.domain}"))
 
     @property
     def outbox_dir(self) -> Path:

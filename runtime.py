@@ -20,6 +20,7 @@ from gateway.imap_in import start_imap
 from gateway.mail_in import MailIn
 from gateway.offload import LOG_FORMAT
 from gateway.smtp_in import start_smtp
+from gateway.template_check import check_templates
 from gateway.web import create_app, serve_web
 from scheduler.heartbeat import Heartbeat
 from scheduler.sweeper import Sweeper
@@ -97,6 +98,9 @@ async def start_heartbeat(
 
 async def run_daemon(config: Config, stop: asyncio.Event) -> None:
     """Everything on one asyncio loop until ``stop`` is set."""
+    problems = check_templates(config)
+    if problems:  # a broken override fails now, not at the first notice that needs it
+        raise StartupError(problems[0])
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     store = Store(config.database_url)
     hooks.attach(store, config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -19,7 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from gateway import metrics
 from gateway.reading_commands import without_codes
-from gateway.render import utc_datetime
+from gateway.render import BUILT_IN, Look, utc_datetime
 from rules.states import Decision, State
 from store.db import Store
 from templates import TEMPLATE_DIR
@@ -39,10 +40,14 @@ MAX_ID = 2**31 - 1  # the largest id every supported database can compare with
 _FAILURE_STATUS = {"closed": 409, "expired": 409, "used": 409, "locked": 429}
 
 
-def page_environment() -> jinja2.Environment:
-    """Pages only: autoescaped, and a missing value is an error, not a blank."""
+def page_environment(template_dir: str = "") -> jinja2.Environment:
+    """Pages only: autoescaped, and a missing value is an error, not a blank.
+
+    ``template_dir``'s ``web/`` files override the built-in pages of the same name.
+    """
+    search: list[Path] = [Path(template_dir) / "web", PAGE_DIR] if template_dir else [PAGE_DIR]
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(PAGE_DIR),
+        loader=jinja2.FileSystemLoader(search),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -109,16 +114,19 @@ def look(store: Store, request_id: int, token: str) -> Sight:
 class Pages:
     """Renders the pages; one per app, holding its store and policy."""
 
-    def __init__(self, store: Store, policy: Policy) -> None:
+    def __init__(self, store: Store, policy: Policy, look: Look = BUILT_IN) -> None:
         self.store = store
         self.policy = policy
-        self.env = page_environment()
+        self.brand = look.brand
+        self.env = page_environment(look.template_dir)
 
     def render(self, name: str, language: str, status: int, **values: Any) -> HTMLResponse:
         lang = language if language in LANGUAGES else DEFAULT_LANGUAGE
         words = self.env.get_template(f"{lang}.j2").module
         # "root" leads back from /confirm/{id} to the site root, keeping any proxy prefix.
-        html = self.env.get_template(name).render(lang=lang, w=words, root="../", **values)
+        html = self.env.get_template(name).render(
+            lang=lang, w=words, root="../", brand=self.brand, **values
+        )
         return HTMLResponse(html, status_code=status)
 
     def missing(self, request_id: object, language: str) -> HTMLResponse:

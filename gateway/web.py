@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from config import Config
 from gateway import metrics
 from gateway.api import Unauthorized, api_router
+from gateway.composing import look_of
 from gateway.outage import install_outage_handler
 from gateway.pages import Pages, page_router
 from rules.contacts import Refusal
@@ -199,7 +200,7 @@ def create_app(store: Store, config: Config, *, health: Callable[[], bool]) -> F
     )
     install_error_handlers(app)
     install_guard(app)
-    pages = Pages(store, policy)
+    pages = Pages(store, policy, look_of(config))
     install_outage_handler(app, pages, error_response)  # 503 while the store is unreachable
     app.include_router(page_router(pages))
     app.include_router(api_router(store, policy, config.api.keys))
