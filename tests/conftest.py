@@ -38,6 +38,17 @@ def missing_server(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def _process_umask_kept() -> Iterator[None]:
+    """countersign's main() sets umask 077 for its process (owner-only files); a test
+    that runs it in-process must not leave that to the servers later tests start
+    (Dovecot, as root, reads its mail folders as another user)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    yield
+    os.umask(mask)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated SQLite file, copied for each test: migrating per test is slow."""
