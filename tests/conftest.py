@@ -59,12 +59,12 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
+def migrated_database(prefix: str) -> Iterator[str]:
+    """A new migrated database on COUNTERSIGN_TEST_DATABASE_URL's server, dropped after."""
     if not PG_URL:
         missing_server("COUNTERSIGN_TEST_DATABASE_URL is not set (no PostgreSQL)")
     admin_url = make_url(PG_URL)
-    name = f"countersign_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
@@ -80,6 +80,11 @@ def pg_database() -> Iterator[str]:
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    yield from migrated_database("countersign_test")
 
 
 def _truncate(store: Store) -> None:
