@@ -245,6 +245,10 @@ class Sender:
             self.answers.append(self._answers.get())
         return len(self.acked)
 
+    def tally(self) -> dict[tuple[int, int], int]:
+        """How many times each port gave each answer (0: no connection)."""
+        return dict(Counter((port, code) for _, port, code in self.answers))
+
     def wait_for(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while self.poll() < count:
@@ -253,8 +257,19 @@ class Sender:
             time.sleep(0.05)
 
     def finish(self, timeout: float) -> None:
-        self.process.join(timeout)
-        assert not self.process.is_alive(), f"replies still unsent after {timeout}s"
+        # Drain the queues while waiting: a child process does not exit before
+        # everything it put on a queue is read (the pipe fills at a few
+        # thousand answers), so a bare join() would wait for itself.
+        deadline = time.monotonic() + timeout
+        while self.process.is_alive() and time.monotonic() < deadline:
+            self.poll()
+            self.process.join(0.05)
+        if self.process.is_alive():
+            self.poll()
+            raise AssertionError(
+                f"replies still unsent after {timeout}s: {len(self.acked)} answered 250;"
+                f" answers by (port, code): {self.tally()}"
+            )
         time.sleep(0.2)
         self.poll()
 
