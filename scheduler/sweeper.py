@@ -78,6 +78,12 @@ class Sweeper:
         current call and does not go round again. Returns whether all finished.
         """
         self._draining = True
+        if self.scheduler.running:
+            self.scheduler.pause()  # submits no more runs
+        # A run submitted just before (by a wake) may not have started: let it
+        # start, see _draining and end, or shutdown() would cancel it unstarted
+        # and APScheduler would log that as a failed job, with a traceback.
+        await asyncio.sleep(0)
         if not self._runs:
             return True
         _, left = await asyncio.wait(set(self._runs), timeout=timeout)
@@ -102,6 +108,8 @@ class Sweeper:
             self._loop.call_soon_threadsafe(self._wake, name)
 
     def _wake(self, name: str) -> None:
+        if self._draining:
+            return
         sweep = self.sweeps[name]
         if sweep.running:
             sweep.dirty = True

@@ -135,3 +135,35 @@ async def test_drain_gives_up_on_a_hung_sweep(caplog: pytest.LogCaptureFixture) 
         assert "still running after 0.1s, stopped anyway: outbox" in caplog.text
     finally:
         sweeper.shutdown()
+
+
+@pytest.mark.parametrize("turns", range(6))
+async def test_a_wake_just_before_stopping_is_not_logged_as_a_failed_sweep(
+    turns: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wake submits a run that may not have started when the daemon stops.
+
+    APScheduler cancels such a run unstarted and logs its CancelledError as an
+    ERROR with a traceback, which an operator would read as a crash. ``turns``
+    lets the loop go round 0-5 times between the wake and the stop, so one of
+    them lands between the run's submission and its start.
+    """
+    done = asyncio.Event()
+
+    async def work() -> int:
+        done.set()
+        return 0
+
+    sweeper = Sweeper()
+    sweeper.add("outbox", work, timedelta(hours=1))
+    sweeper.start()
+    await asyncio.wait_for(done.wait(), 5)
+    await asyncio.sleep(0.05)  # the first run has ended
+    sweeper.wake("outbox")
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    assert await sweeper.drain(1)
+    sweeper.shutdown()
+    await asyncio.sleep(0.05)  # the cancelled run's callback, if any, has logged
+    assert "Error running job" not in caplog.text
+    assert "Traceback" not in caplog.text
