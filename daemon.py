@@ -26,6 +26,7 @@ from countersign.gateway.cli.base import (
     pass_app,
 )
 from countersign.gateway.cli.config_cmd import config_group
+from countersign.gateway.cli.hooks_cmd import hooks_group
 from countersign.gateway.cli.serve_cmd import serve
 from countersign.rules.contacts import ContactType
 from countersign.rules.states import Decision, State
@@ -47,7 +48,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 cli.add_command(config_group)
 cli.add_command(serve)
-for command in (operate.status, operate.outbox_group, operate.audit, operate.purge):
+for command in (operate.status, operate.outbox_group, operate.audit, operate.purge, hooks_group):
     cli.add_command(command)
 
 

@@ -57,6 +57,7 @@ class Reading:
     bounced_recipients: tuple[str, ...] = ()
     bounced_request: int | None = None
     bounced_kind: str | None = None
+    comment: str | None = None  # the rest of the command line (new text only), no code
 
 
 def read_message(
@@ -128,7 +129,8 @@ def _read(
         )
     verdict = _read_commands(msg)
     code = verdict.code or address_code
-    return Reading(message_id, sender, verdict.outcome, code, verdict.reason)
+    comment = verdict.comment if verdict.outcome in ("accept", "decline") else None
+    return Reading(message_id, sender, verdict.outcome, code, verdict.reason, comment=comment)
 
 
 def _read_commands(msg: Message) -> Verdict:
@@ -142,7 +144,7 @@ def _read_commands(msg: Message) -> Verdict:
         second = judge(subject, new_lines(library))
         if second.outcome != verdict.outcome:
             note = f"; mailparser_reply's cut would give {second.outcome}"
-            return Verdict(verdict.outcome, verdict.code, verdict.reason + note)
+            return Verdict(verdict.outcome, verdict.code, verdict.reason + note, verdict.comment)
     return verdict
 
 

@@ -37,10 +37,11 @@ _FORWARD_PREFIXES = frozenset({"fwd", "fw", "tr", "wg"})
 
 @dataclass(frozen=True)
 class Command:
-    """One command line: the decision and the code written on it, if any."""
+    """One command line: the decision, the code written on it, and what else it says."""
 
     decision: str
     code: str | None
+    comment: str | None = None  # "Decline: wrong account" -> "wrong account"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Verdict:
     outcome: str  # accept, decline, ambiguous or no-command
     code: str | None  # from a command line; the caller falls back to the address
     reason: str
+    comment: str | None = None  # the rest of the deciding command line, never a code
 
 
 def clean_subject(subject: str) -> tuple[str, bool]:
@@ -79,11 +81,58 @@ def parse_command(line: str) -> Command | None:
         decision = DECLINE
     else:
         return None
-    return Command(decision, find_code(_after_first_word(line, words[0])))
+    rest = _after_first_word(line, words[0])
+    return Command(decision, find_code(rest), comment_of(rest))
 
 
 def _after_first_word(line: str, word: str) -> str:
     return line[line.find(word) + len(word) :]
+
+
+MAX_COMMENT = 500
+_EDGE = re.compile(r"^[\s:;,.!\-\u2013\u2014]+|[\s:;,\-\u2013\u2014]+$")
+_SPACES = re.compile(r"\s+")
+
+
+_SHOWN_CODE = re.compile(
+    r"(?<![A-Za-z0-9])(?:[A-Za-z2-7]{8}(?:[\s.\-]+[A-Za-z2-7]{8}){3}|[A-Za-z2-7]{32})(?![A-Za-z0-9])"
+)
+
+
+def without_codes(text: str) -> str:
+    """``text`` with every run of tokens that reads as a code cut out.
+
+    Codes as shown (four groups of eight) first, so that the words before one
+    are not taken for its first groups; then any other grouping find_code reads.
+    """
+    text = _SHOWN_CODE.sub("", text)
+    while (code := find_code(text)) is not None:
+        text = _cut_code(text, code)
+    return text
+
+
+def comment_of(rest: str) -> str | None:
+    """What a command line says after its command word, with every code cut out.
+
+    Runs of tokens that read as a code go (a comment is shown to others: a code
+    must never travel with it), then the separators at either end.
+    """
+    text = _EDGE.sub("", _SPACES.sub(" ", without_codes(rest)))
+    return text[:MAX_COMMENT] or None
+
+
+def _cut_code(text: str, code: str) -> str:
+    """``text`` without the tokens that spell ``code`` (as typed: any case, any grouping)."""
+    letters = [m for m in _CODE_TOKENS.finditer(text)]
+    for start in range(len(letters)):
+        joined = ""
+        for end in range(start, len(letters)):
+            joined += letters[end].group(0)
+            if normalize_code(joined) == code:
+                return text[: letters[start].start()] + text[letters[end].end() :]
+            if len(joined) >= CODE_CHARS:
+                break
+    return text.replace(code, "")  # not reached: find_code read it from these tokens
 
 
 def find_code(text: str) -> str | None:
@@ -121,7 +170,8 @@ def judge(subject: str, lines: Sequence[str]) -> Verdict:
             reason = "forwarded, no command in new text"
         return Verdict("no-command", None, reason)
     where, first = found[0]
-    return Verdict(first.decision, _first_code(found), f"{first.decision.upper()} in {where}")
+    reason = f"{first.decision.upper()} in {where}"
+    return Verdict(first.decision, _first_code(found), reason, first.comment)
 
 
 def _first_code(found: Sequence[tuple[str, Command]]) -> str | None:
