@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from countersign.config import Config, MailConfig, TemplatesConfig
 from countersign.gateway.composing import look_of
-from countersign.gateway.marks import NOTICE_LINE_PREFIX
+from countersign.gateway.marks import NOTICE_MARKS
 from countersign.gateway.render import render_notice
 from countersign.gateway.template_check import check_templates
 from countersign.gateway.web import create_app
@@ -55,7 +55,7 @@ def test_an_override_of_one_notice_and_of_the_page_is_used_the_rest_built_in(
     completed = render_notice("completed", "en", make_context(state="done"), look)
     assert MARK not in completed.text
     # The brand replaces "Countersign" in the words; the reader's mark stays first, as it was.
-    assert completed.text.startswith(NOTICE_LINE_PREFIX)
+    assert completed.text.startswith(NOTICE_MARKS["en"])
     assert "Acme Hosting sent this message" in completed.text
     assert "Questions: help@acme.example" in completed.text
     assert "Acme Hosting sent this message" in completed.html
@@ -66,7 +66,7 @@ def test_an_override_of_one_notice_and_of_the_page_is_used_the_rest_built_in(
     code = codes(world, request_id)["new@example.com"]
     with TestClient(create_app(world, config, health=lambda: True)) as client:
         page = client.get(f"/confirm/{request_id}", params={"token": code})
-        missing = client.get("/confirm/999999")
+        missing = client.get("/confirm/abc")  # not an id: the built-in 404 page
     assert page.status_code == 200 and MARK in page.text
     assert "— Acme Hosting</title>" in page.text
     assert missing.status_code == 404 and MARK not in missing.text  # built in
@@ -94,11 +94,35 @@ def test_serve_refuses_to_start_with_one_line_naming_the_file_and_line(tmp_path:
     cli = Cli(tmp_path, clean_env(COUNTERSIGN_DATA_DIR=str(tmp_path / "var")))
     result = cli.run("serve", COUNTERSIGN_TEMPLATES_DIR=str(tmp_path / "mine"))
     print(f"\n{result.stderr.strip()}  (exit {result.code})")
-    assert result.code == 1
+    assert result.code == 2  # a configuration that cannot be used, as `config check` says
     assert len(result.stderr_lines) == 1 and result.stderr_lines[0].startswith(
         f"countersign: {path}:3: "
     ), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_config_check_renders_every_override_and_exits_2_naming_the_file_and_line(
+    tmp_path: Path,
+) -> None:
+    path = broken(tmp_path / "mine")
+    cli = Cli(tmp_path, clean_env(COUNTERSIGN_TEMPLATES_DIR=str(tmp_path / "mine")))
+    result = cli.run("config", "check")
+    print(f"\n$ countersign config check\n{result.stderr.strip()}  (exit {result.code})")
+    assert result.code == 2
+    assert result.stderr_lines == [
+        f"countersign: config: {path}:3: Expected an expression, got 'end of statement block'"
+    ], result.stderr
+    path.write_text(
+        '{% extends "base.txt.j2" %}\n{% block body %}\n{{ request.nope.x }}\n{% endblock %}\n'
+    )
+    result = cli.run("config", "check", "--json")
+    assert result.code == 2
+    problem = result.json["problems"][0]
+    assert "notice completed (en)" in problem["problem"], problem  # rendered, not only parsed
+    path.unlink()
+    result = cli.run("config", "check")
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith("configuration is valid")
 
 
 def test_a_brand_that_begins_with_a_command_word_is_refused() -> None:
