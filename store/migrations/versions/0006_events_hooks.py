@@ -52,8 +52,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("validators") as batch_op:
-        batch_op.drop_column("comment")
+    # A plain DROP COLUMN (SQLite 3.35 and later): a batch copy of validators would
+    # drop a table that outbox rows point at, which SQLite's foreign keys refuse.
+    op.drop_column("validators", "comment")
     op.drop_index("ix_hook_deliveries_chain", table_name="hook_deliveries")
     op.drop_index("ix_hook_deliveries_status_due", table_name="hook_deliveries")
     op.drop_index(op.f("ix_hook_deliveries_event_id"), table_name="hook_deliveries")
