@@ -67,6 +67,8 @@ def describe_request(r: dict[str, Any]) -> list[str]:
     for v in r["validators"]:
         answer = f"{v['decision']} via {v['via']} at {v['at']}" if v["decision"] else "to answer"
         lines.append(f"  validator {v['account']}: {answer}")
+        if v.get("comment"):
+            lines.append(f"    wrote: {v['comment']!r}")
         if v.get("deliveryError"):
             lines.append(f"    mail to {v['account']} failed: {v['deliveryError']}")
     return lines

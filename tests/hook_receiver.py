@@ -43,17 +43,29 @@ class Receiver:
         self.hold_first = 0.0  # seconds to sit on the first POST before answering
         self.held = threading.Event()  # set once the first POST is being held
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._listen(0)
+        self.port = int(self.server.server_address[1])
+
+    def _listen(self, port: int) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"http://127.0.0.1:{self.port}/hook"
 
     def fail_for(self, seconds: float, status: int = 500) -> None:
         self.fail_until, self.fail_status = time.monotonic() + seconds, status
+
+    def down_for(self, seconds: float) -> None:
+        """Not listening at all (connections refused) for ``seconds``, then back on its port."""
+        self.close()
+        timer = threading.Timer(seconds, self._listen, args=(self.port,))
+        timer.daemon = True
+        timer.start()
+        self._back = timer
 
     def close(self) -> None:
         self.server.shutdown()

@@ -8,6 +8,7 @@ signature is checked by the helper docs/api.md shows receivers.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -29,6 +30,9 @@ from countersign.workflow.requests import change_contacts, decide, show
 from tests.hook_receiver import Receiver, docs_verify
 
 SECRET = "whsec-test-secret"
+# How long the receiver fails or is down in the outage tests: 3 s by default, so the
+# suite stays quick; COUNTERSIGN_TEST_HOOK_OUTAGE=60 runs the full minute.
+OUTAGE = float(os.environ.get("COUNTERSIGN_TEST_HOOK_OUTAGE", "3"))
 
 
 @pytest.fixture
@@ -93,9 +97,11 @@ def test_a_full_change_arrives_in_order_each_once_signed_and_retried_through_500
 ) -> None:
     config = hooked(receiver)
     hooks.attach(world, config)
-    receiver.fail_for(3.0)  # the receiver is broken for the first 3 s
+    receiver.fail_for(OUTAGE)  # the receiver answers 500 for OUTAGE seconds
     request_id = ask_and_accept(world, policy)
-    deliver_until(HookSender(world, config), lambda: open_deliveries(world) == 0)
+    started = time.monotonic()
+    deliver_until(HookSender(world, config), lambda: open_deliveries(world) == 0, OUTAGE + 120)
+    print(f"\nall delivered {time.monotonic() - started:.1f}s after a {OUTAGE:.0f}s outage")
 
     seen = [(e["type"], e["data"].get("after"), e["request"]["state"]) for e in receiver.received]
     print(f"\nreceived in order: {seen}\nrefused first: {len(receiver.refused_with)} x 500")
@@ -194,15 +200,18 @@ def test_apply_receiver_down_leaves_doing_with_the_reason_then_done(
 ) -> None:
     config = applying(receiver)
     hooks.attach(world, config)
-    receiver.fail_for(3.0, status=503)
+    receiver.down_for(OUTAGE)  # not listening: every POST is a refused connection
     request_id = ask_and_accept(world, policy)
     sender = HookSender(world, config)
     asyncio.run(sender.deliver_due())
     shown = show(world, request_id)
     assert shown["state"] == "doing"
-    assert shown["error"].startswith("applying: HTTP 503; trying again at "), shown["error"]
-    deliver_until(sender, lambda: show(world, request_id)["state"] != "doing")
+    assert shown["error"].startswith("applying: cannot reach the receiver: "), shown["error"]
+    print(f"\nwhile down: {shown['state']}, error {shown['error']!r}")
+    started = time.monotonic()
+    deliver_until(sender, lambda: show(world, request_id)["state"] != "doing", OUTAGE + 120)
     shown = show(world, request_id)
+    print(f"back: {shown['state']} {time.monotonic() - started:.1f}s later")
     assert (shown["state"], shown["error"]) == ("done", None)
     assert get_service(world, "split.com")["contactTech"] == "new@example.com"
     with world.read() as session:
@@ -210,7 +219,7 @@ def test_apply_receiver_down_leaves_doing_with_the_reason_then_done(
             select(func.count()).select_from(Event).where(Event.kind == "applied")
         )
     assert applied == 1
-    assert 503 in receiver.refused_with
+    assert len(receiver.received) == 1  # the first POST that reached it was the last
 
 
 def test_given_up_after_give_up_after_shown_in_metrics_and_retried_by_hand(
