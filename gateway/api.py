@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from countersign.gateway import metrics
-from countersign.gateway.reading_commands import without_codes
+from countersign.gateway.comments import without_codes
 from countersign.gateway.sources import ClientSources
 from countersign.rules.contacts import CONTACT_TYPES, ContactType
 from countersign.rules.states import Decision, State

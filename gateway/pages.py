@@ -21,7 +21,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from countersign.gateway import metrics
-from countersign.gateway.reading_commands import without_codes
+from countersign.gateway.comments import without_codes
 from countersign.gateway.render import BUILT_IN, Look, utc_datetime
 from countersign.gateway.sources import ClientSources
 from countersign.rules.states import Decision

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
+from countersign.gateway.comments import comment_of
 from countersign.gateway.reading_auto import classify
 from countersign.gateway.reading_commands import Verdict, judge
 from countersign.gateway.reading_mime import (
@@ -129,7 +130,7 @@ def _read(
         )
     verdict = _read_commands(msg)
     code = verdict.code or address_code
-    comment = verdict.comment if verdict.outcome in ("accept", "decline") else None
+    comment = comment_of(verdict.rest) if verdict.outcome in ("accept", "decline") else None
     return Reading(message_id, sender, verdict.outcome, code, verdict.reason, comment=comment)
 
 
@@ -144,7 +145,7 @@ def _read_commands(msg: Message) -> Verdict:
         second = judge(subject, new_lines(library))
         if second.outcome != verdict.outcome:
             note = f"; mailparser_reply's cut would give {second.outcome}"
-            return Verdict(verdict.outcome, verdict.code, verdict.reason + note, verdict.comment)
+            return Verdict(verdict.outcome, verdict.code, verdict.reason + note, verdict.rest)
     return verdict
 
 

@@ -27,6 +27,7 @@ MAX_SUBJECT_PREFIXES = 20
 
 _WORDS = re.compile(r"[^\W_]+")  # letters and digits: punctuation and '_' separate words
 _CODE_TOKENS = re.compile(r"[A-Za-z0-9]+")
+CODE_TOKENS = _CODE_TOKENS  # gateway/comments.py cuts codes out by the same tokens
 _SUBJECT_PREFIX = re.compile(
     r"^\s*(?:(re|aw|sv|antw|r[ée]f|fwd?|tr|wg)\s*(?:\[\d{1,4}\]|\(\d{1,4}\))?\s*[:\uff1a]"
     r"|\[countersign\s*#\d{1,12}\])\s*",
@@ -41,7 +42,7 @@ class Command:
 
     decision: str
     code: str | None
-    comment: str | None = None  # "Decline: wrong account" -> "wrong account"
+    rest: str = ""  # what follows the command word: "Decline: wrong account" -> ": wrong account"
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Verdict:
     outcome: str  # accept, decline, ambiguous or no-command
     code: str | None  # from a command line; the caller falls back to the address
     reason: str
-    comment: str | None = None  # the rest of the deciding command line, never a code
+    rest: str = ""  # the rest of the deciding command line (gateway/comments.py reads it)
 
 
 def clean_subject(subject: str) -> tuple[str, bool]:
@@ -82,57 +83,11 @@ def parse_command(line: str) -> Command | None:
     else:
         return None
     rest = _after_first_word(line, words[0])
-    return Command(decision, find_code(rest), comment_of(rest))
+    return Command(decision, find_code(rest), rest)
 
 
 def _after_first_word(line: str, word: str) -> str:
     return line[line.find(word) + len(word) :]
-
-
-MAX_COMMENT = 500
-_EDGE = re.compile(r"^[\s:;,.!\-\u2013\u2014]+|[\s:;,\-\u2013\u2014]+$")
-_SPACES = re.compile(r"\s+")
-
-
-_SHOWN_CODE = re.compile(
-    r"(?<![A-Za-z0-9])(?:[A-Za-z2-7]{8}(?:[\s.\-]+[A-Za-z2-7]{8}){3}|[A-Za-z2-7]{32})(?![A-Za-z0-9])"
-)
-
-
-def without_codes(text: str) -> str:
-    """``text`` with every run of tokens that reads as a code cut out.
-
-    Codes as shown (four groups of eight) first, so that the words before one
-    are not taken for its first groups; then any other grouping find_code reads.
-    """
-    text = _SHOWN_CODE.sub("", text)
-    while (code := find_code(text)) is not None:
-        text = _cut_code(text, code)
-    return text
-
-
-def comment_of(rest: str) -> str | None:
-    """What a command line says after its command word, with every code cut out.
-
-    Runs of tokens that read as a code go (a comment is shown to others: a code
-    must never travel with it), then the separators at either end.
-    """
-    text = _EDGE.sub("", _SPACES.sub(" ", without_codes(rest)))
-    return text[:MAX_COMMENT] or None
-
-
-def _cut_code(text: str, code: str) -> str:
-    """``text`` without the tokens that spell ``code`` (as typed: any case, any grouping)."""
-    letters = [m for m in _CODE_TOKENS.finditer(text)]
-    for start in range(len(letters)):
-        joined = ""
-        for end in range(start, len(letters)):
-            joined += letters[end].group(0)
-            if normalize_code(joined) == code:
-                return text[: letters[start].start()] + text[letters[end].end() :]
-            if len(joined) >= CODE_CHARS:
-                break
-    return text.replace(code, "")  # not reached: find_code read it from these tokens
 
 
 def find_code(text: str) -> str | None:
@@ -171,7 +126,7 @@ def judge(subject: str, lines: Sequence[str]) -> Verdict:
         return Verdict("no-command", None, reason)
     where, first = found[0]
     reason = f"{first.decision.upper()} in {where}"
-    return Verdict(first.decision, _first_code(found), reason, first.comment)
+    return Verdict(first.decision, _first_code(found), reason, first.rest)
 
 
 def _first_code(found: Sequence[tuple[str, Command]]) -> str | None:
