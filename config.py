@@ -17,6 +17,7 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from email.utils import formataddr
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -62,6 +63,9 @@ class MailConfig:
     from_: str = ""  # empty: Countersign <contacts@{domain}>
     reply_local: str = "confirm"
     public_url: str = "http://127.0.0.1:8080"
+    brand_name: str = "Countersign"  # in notices and on the page; the reader's marks stay
+    support_address: str = ""
+    logo_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,36 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class TemplatesConfig:
+    dir: str = ""  # files here override templates/ of the same path (en/refused.txt.j2, web/...)
+
+
+@dataclass(frozen=True)
+class HookEndpoint:
+    url: str = ""
+    secret: str = ""
+    events: tuple[str, ...] = ()  # empty: every type
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    # TOML: [[hooks.endpoints]] url = "...", secret = "...", events = [...]
+    endpoints: tuple[HookEndpoint, ...] = ()
+    timeout: str = "10s"
+    first_retry: str = "10s"
+    give_up_after: str = "3d"
+
+
+@dataclass(frozen=True)
+class ApplyConfig:
+    url: str = ""  # empty: a change is applied to Countersign's own store at once
+    secret: str = ""
+    timeout: str = "30s"
+    first_retry: str = "10s"
+    give_up_after: str = "1d"
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str = "./var"
     log_level: str = "info"  # --log-level and -v win; SIGHUP reads it again
@@ -166,6 +200,9 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     leases: LeasesConfig = field(default_factory=LeasesConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    apply: ApplyConfig = field(default_factory=ApplyConfig)
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
 
     # Derived values: the defaults that depend on other keys.
     @property
@@ -174,7 +211,8 @@ class Config:
 
     @property
     def mail_from(self) -> str:
-        return self.mail.from_ or f"Countersign <contacts@{self.mail.domain}>"
+        brand = self.mail.brand_name or "Countersign"
+        return self.mail.from_ or formataddr((brand, f"contacts@{self.mail.domain}"))
 
     @property
     def outbox_dir(self) -> Path:
@@ -280,10 +318,33 @@ def _build(cls: type[Any], prefix: str, raw: Mapping[str, Any], reading: Reading
                 section = {}
             values[fld.name] = _build(hint, f"{dotted}.", section, reading)
             continue
+        if _is_table_list(hint):
+            values[fld.name] = _build_tables(get_args(hint)[0], dotted, raw.get(name, []), reading)
+            continue
         _read_value(dotted, hint, raw.get(name), name in raw, reading, values, fld.name)
     for unknown in sorted(set(raw) - known):
         reading.problem(f"{prefix}{unknown}", "unknown configuration key")
     return cls(**values)
+
+
+def _is_table_list(hint: Any) -> bool:
+    args = get_args(hint)
+    return get_origin(hint) is tuple and bool(args) and dataclasses.is_dataclass(args[0])
+
+
+def _build_tables(cls: type[Any], key: str, raw: Any, reading: Reading) -> tuple[Any, ...]:
+    """A TOML array of tables (``[[hooks.endpoints]]``); from the file only, not the environment."""
+    reading.sources[key] = reading.source(key) if raw else "default"
+    if env_variable(key) in reading.env:
+        reading.problem(key, "set in the file as [[tables]], not in the environment", "environment")
+    if not isinstance(raw, list) or not all(isinstance(item, Mapping) for item in raw):
+        reading.problem(key, f"expected [[{key}]] tables")
+        return ()
+    file_only = Reading(reading.file, "", {})
+    file_only.lines = reading.lines
+    built = tuple(_build(cls, f"{key}[{i}].", item, file_only) for i, item in enumerate(raw))
+    reading.problems.extend(file_only.problems)
+    return built
 
 
 def _read_value(

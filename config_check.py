@@ -71,12 +71,20 @@ def parse_key_limits(key: str, spec: str) -> dict[str, int]:
 
 
 # Keys whose values are never printed: in `config show`, in problems, in logs.
-SECRET_KEYS = frozenset({"inbound.imap_password", "outbound.smtp_password", "api.keys"})
+SECRET_KEYS = frozenset(
+    {"inbound.imap_password", "outbound.smtp_password", "api.keys", "apply.secret"}
+)
 MASK = "********"
+HOOK_EVENT_TYPES = ("request.created", "request.state_changed", "validator.decided")
 
 
 def mask(key: str, value: Any) -> Any:
     """The value as it may be shown: secrets starred, a database URL without its password."""
+    if key == "hooks.endpoints":  # tables, each with a secret of its own
+        return [
+            {"url": e.url, "secret": MASK if e.secret else "", "events": list(e.events)}
+            for e in value
+        ]
     if key in SECRET_KEYS:
         if isinstance(value, Mapping):
             return {name: MASK for name in value}
@@ -93,7 +101,7 @@ def _url_without_password(url: str) -> str:
 
 # --- where each key sits in the file ----------------------------------------------------
 
-_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\s*(#.*)?$")
+_TABLE = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
 
 
@@ -191,6 +199,12 @@ DURATION_KEYS = (
     "web.session_valid",
     "limits.sign_in_window",
     "limits.mail_window",
+    "hooks.timeout",
+    "hooks.first_retry",
+    "hooks.give_up_after",
+    "apply.timeout",
+    "apply.first_retry",
+    "apply.give_up_after",
 )
 OPTIONAL_DURATION_KEYS = ("retention",)  # empty: off
 POSITIVE_KEYS = ("inbound.max_bytes", "inbound.bad_code_limit")
@@ -213,6 +227,8 @@ def check_values(values: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             yield key, f"must be more than 0, got {values[key]}"
     yield from _reminders(values)
     yield from _port_clashes(values)
+    if values.get("apply.url") and not values.get("apply.secret"):
+        yield "apply.secret", "needed with apply.url: every POST to the applier is signed"
     for key, check in _SINGLE_CHECKS.items():
         if key in values and (what := check(values[key])):
             yield key, what
@@ -328,6 +344,23 @@ def _trusted_proxies(value: Any) -> str | None:
     return None
 
 
+def _hook_endpoints(value: Any) -> str | None:
+    for index, endpoint in enumerate(value):
+        key = f"hooks.endpoints[{index}]"
+        if _public_url(endpoint.url):
+            return f"{key}.url: must be an http:// or https:// URL, got {endpoint.url!r}"
+        if not endpoint.secret:
+            return f"{key}.secret: every endpoint needs a secret to sign with"
+        unknown = sorted(set(endpoint.events) - set(HOOK_EVENT_TYPES))
+        if unknown:
+            return f"{key}.events: unknown event type {unknown[0]!r}"
+    return None
+
+
+def _apply_url(value: Any) -> str | None:
+    return _public_url(value) if value else None  # empty: applied to the own store
+
+
 def _api_keys(value: Any) -> str | None:
     if any(not name or not key for name, key in dict(value).items()):
         return "every API key needs a name and a non-empty key"
@@ -366,6 +399,8 @@ _SINGLE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "mail.reply_local": _reply_local,
     "api.keys": _api_keys,
     "api.key_limits": _key_limits,
+    "hooks.endpoints": _hook_endpoints,
+    "apply.url": _apply_url,
     "leases.owner_timeout": _owner_timeout,
     "web.trusted_proxies": _trusted_proxies,
     "database.url": lambda url: database_problem(str(url)),

@@ -26,6 +26,7 @@ from countersign.gateway.cli.base import (
     pass_app,
 )
 from countersign.gateway.cli.config_cmd import config_group
+from countersign.gateway.cli.hooks_cmd import hooks_group
 from countersign.gateway.cli.serve_cmd import serve
 from countersign.rules.contacts import ContactType
 from countersign.rules.states import Decision, State
@@ -47,7 +48,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 cli.add_command(config_group)
 cli.add_command(serve)
-for command in (operate.status, operate.outbox_group, operate.audit, operate.purge):
+for command in (operate.status, operate.outbox_group, operate.audit, operate.purge, hooks_group):
     cli.add_command(command)
 
 
@@ -66,6 +67,8 @@ def describe_request(r: dict[str, Any]) -> list[str]:
     for v in r["validators"]:
         answer = f"{v['decision']} via {v['via']} at {v['at']}" if v["decision"] else "to answer"
         lines.append(f"  validator {v['account']}: {answer}")
+        if v.get("comment"):
+            lines.append(f"    wrote: {v['comment']!r}")
         if v.get("deliveryError"):
             lines.append(f"    mail to {v['account']} failed: {v['deliveryError']}")
     return lines

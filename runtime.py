@@ -20,10 +20,12 @@ from countersign.config import Config, parse_duration
 from countersign.gateway import metrics
 from countersign.gateway.cli.service import ServeOptions, Service
 from countersign.gateway.delivery import Deliverer
+from countersign.gateway.hooks import HookSender
 from countersign.gateway.imap_in import ImapReader, start_imap
 from countersign.gateway.mail_in import MailIn
 from countersign.gateway.retention import daily_purge
 from countersign.gateway.smtp_in import start_smtp
+from countersign.gateway.template_check import check_templates
 from countersign.gateway.web import Health, create_app, create_metrics_app, serve_web
 from countersign.scheduler.heartbeat import Heartbeat
 from countersign.scheduler.sweeper import Sweeper
@@ -31,7 +33,7 @@ from countersign.store.db import Store
 from countersign.store.leases import instance_key
 from countersign.store.migrate import SchemaBehind, ensure_schema
 from countersign.store.watch import CommitWatcher
-from countersign.workflow import sweeps
+from countersign.workflow import hooks, sweeps
 from countersign.workflow.policy import Policy
 
 log = logging.getLogger("countersign")
@@ -59,7 +61,16 @@ def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: M
     store.on_commit("apply", lambda: sweeper.wake("apply"))
     store.on_commit("outbox", lambda: sweeper.wake("outbox"))
     store.on_commit("inbox", lambda: sweeper.wake("inbox"))
+    add_hooks(sweeper, store, config, deliverer.owner)
     return sweeper
+
+
+def add_hooks(sweeper: Sweeper, store: Store, config: Config, owner: int | None) -> None:
+    """The webhook and applier deliveries (gateway/hooks.py), woken by the acts that queue them."""
+    sender = HookSender(store, config)
+    sender.owner = owner  # the daemon's worker row: its claims are given back if it dies
+    sweeper.add("hooks", sender.deliver_due, config.sweep_every)
+    store.on_commit("hooks", lambda: sweeper.wake("hooks"))
 
 
 def start_web(
@@ -130,8 +141,12 @@ async def start_heartbeat(
 
 
 async def open_store(config: Config, options: ServeOptions) -> Store:
+    problems = check_templates(config)
+    if problems:  # a broken override fails now, not at the first notice that needs it
+        raise StartupError(problems[0], 2)
     Path(config.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     store = Store(config.database_url)
+    hooks.attach(store, config)  # the acts of this daemon queue events for the endpoints
     try:
         await asyncio.to_thread(ensure_schema, store.engine, migrate=options.migrate)
     except SchemaBehind as error:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from countersign.gateway.account_web import SESSION_COOKIE, AccountSite, Visit, service_path
+from countersign.gateway.comments import without_codes
 from countersign.gateway.pages import parse_id
 from countersign.rules.contacts import CONTACT_TYPES, ContactType
 from countersign.rules.states import Decision, State
@@ -217,8 +218,9 @@ def _request_routes(router: APIRouter, site: AccountSite) -> None:
         if shown is None or act not in {"decide", "resend", "cancel"}:
             return site.render(visit, "refused.html.j2", 404, reason="no-request")
         try:
-            # The comment on one line, as every value the store keeps.
-            answer = Answer(token.strip(), decision, " ".join(comment.split())[:500])
+            # The comment on one line, as every value the store keeps, and never a code.
+            kept = " ".join(without_codes(comment).split())[:500]
+            answer = Answer(token.strip(), decision, kept)
             note = _act(site, visit, shown["id"], act, answer)
         except Refusal as refused:
             current = requests.show(site.store, shown["id"])

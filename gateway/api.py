@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from countersign.gateway import metrics
+from countersign.gateway.comments import without_codes
 from countersign.gateway.sources import ClientSources
 from countersign.rules.contacts import CONTACT_TYPES, ContactType
 from countersign.rules.states import Decision, State
@@ -82,6 +83,7 @@ class ValidatorView(BaseModel):
     at: datetime | None
     via: str | None
     deliveryError: str | None = None
+    comment: str | None = None
 
 
 class ContactChange(BaseModel):
@@ -110,6 +112,7 @@ class ChangeContactBody(Strict):
 
 class TokenBody(Strict):
     token: Token
+    comment: str | None = Field(None, max_length=2000, description="The validator's words")
 
 
 class CancelBody(Strict):
@@ -339,6 +342,7 @@ def _decision_route(
                 request_id=id,
                 via="api",
                 source=sources.of(request),
+                comment=without_codes(body.comment) if body.comment else None,
             )
         except BadCode:
             metrics.count_command("invalid", "api")

@@ -15,7 +15,7 @@ from email.utils import parseaddr
 
 from countersign.config import Config
 from countersign.gateway.compose import as_bytes, compose_notice
-from countersign.gateway.render import render_notice, warm_templates
+from countersign.gateway.render import BUILT_IN, Look, render_notice, warm_templates
 from countersign.rules.states import CODE_NOTICES, NoticeKind
 from countersign.workflow.outbox import Envelope
 
@@ -51,6 +51,7 @@ class MailSettings:
     from_header: str
     reply_local: str
     public_url: str
+    look: Look = BUILT_IN  # templates.dir and the brand
 
     @classmethod
     def from_config(cls, config: Config) -> MailSettings:
@@ -59,11 +60,21 @@ class MailSettings:
             from_header=config.mail_from,
             reply_local=config.mail.reply_local,
             public_url=config.mail.public_url.rstrip("/"),
+            look=look_of(config),
         )
 
     @property
     def envelope_sender(self) -> str:
         return parseaddr(self.from_header)[1]
+
+
+def look_of(config: Config) -> Look:
+    return Look(
+        template_dir=config.templates.dir,
+        brand_name=config.mail.brand_name,
+        support_address=config.mail.support_address,
+        logo_url=config.mail.logo_url,
+    )
 
 
 def compose(envelope: Envelope, settings: MailSettings) -> Message:
@@ -86,7 +97,7 @@ def compose(envelope: Envelope, settings: MailSettings) -> Message:
         "valid_minutes": envelope.context.get("valid_minutes"),
         "public_url": settings.public_url,
     }
-    notice = render_notice(envelope.kind, envelope.language, context)
+    notice = render_notice(envelope.kind, envelope.language, context, settings.look)
     root = envelope.thread_root if envelope.thread_root != envelope.message_id else None
     return compose_notice(
         notice,

@@ -30,6 +30,7 @@ from countersign.store.db import Store
 from countersign.store.health import Health
 from countersign.store.leases import give_back
 from countersign.store.models import InboxMessage
+from countersign.workflow import hooks
 from countersign.workflow.inbox import MailReading, Received, process_due
 from countersign.workflow.policy import Policy
 
@@ -80,6 +81,7 @@ def read_inbound(item: Received, settings: InboundSettings) -> MailReading:
         reason=reading.reason,
         bounced_recipients=reading.bounced_recipients,
         bounced_request=reading.bounced_request,
+        comment=reading.comment,
         authenticated=dmarc_passed(headers, settings.trusted_authserv_id),
         replied_to=our_references(headers, settings.mail_domain),
     )
@@ -249,7 +251,7 @@ def _note(outcomes: list[Outcome], item: Received, outcome: str) -> None:
 
 
 PASS = 0.5  # seconds of batches per call into the mail-in process, at most
-_WAKES = ("apply", "outbox", "inbox")
+_WAKES = ("apply", "outbox", "inbox", "hooks")
 _here: dict[str, tuple[MailIn, list[str]]] = {}  # in the mail-in process: its own store
 
 
@@ -280,6 +282,7 @@ def process_elsewhere(config: Config, now: datetime | None, owner: int | None) -
 def _mail_in_here(config: Config) -> tuple[MailIn, list[str]]:
     if config.database_url not in _here:
         store = Store(config.database_url)
+        hooks.attach(store, config)  # a decision by mail queues its events too
         store.health = Health(quiet=True)  # the daemon logs an outage; its heartbeat, the end
         woken: list[str] = []
         for topic in _WAKES:

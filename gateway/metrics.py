@@ -34,6 +34,7 @@ from countersign.workflow import operations
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "count_command",
+    "count_hook_delivery",
     "count_mail_received",
     "count_mail_sent",
     "make_registry",
@@ -66,7 +67,14 @@ DELIVERY_LATENCY = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
     registry=None,
 )
-_COUNTERS = (MAIL_RECEIVED, MAIL_SENT, COMMANDS, DELIVERY_LATENCY)
+HOOK_DELIVERIES = Counter(
+    "countersign_hook_deliveries",
+    "Events POSTed to webhook endpoints or the applier, by target and outcome"
+    " (delivered, retry, failed, refused).",
+    ["target", "outcome"],
+    registry=None,
+)
+_COUNTERS = (MAIL_RECEIVED, MAIL_SENT, COMMANDS, DELIVERY_LATENCY, HOOK_DELIVERIES)
 # Every series an alert may name exists at 0 from the start: rate() over a series
 # that appears only with its first event misses that event.
 RECEIVED_OUTCOMES = (
@@ -80,8 +88,16 @@ for _outcome in ("sent", "retry", "failed"):
 for _decision in ("accept", "decline", "invalid"):
     for _channel in ("smtp", "imap", "web", "api"):
         COMMANDS.labels(decision=_decision, channel=_channel)
+for _target in ("webhook", "apply"):
+    for _outcome in ("delivered", "retry", "failed", "refused"):
+        HOOK_DELIVERIES.labels(target=_target, outcome=_outcome)
 # The last delivery attempt of this process, for /healthz: (when, sent|retry|failed).
 last_delivery: dict[str, object] = {}
+
+
+def count_hook_delivery(target: str, outcome: str) -> None:
+    """``target``: webhook or apply (not the url: it may carry a token)."""
+    HOOK_DELIVERIES.labels(target=target, outcome=outcome).inc()
 
 
 def count_mail_received(outcome: str) -> None:
@@ -152,6 +168,16 @@ def queue_gauges(status: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
         "countersign_outbox_failed",
         "Notices given up on (`countersign outbox list --failed`).",
         value=queues["outbox"]["failed"],
+    )
+    yield GaugeMetricFamily(
+        "countersign_hooks_pending",
+        "Webhook and applier deliveries waiting to be sent (or retried).",
+        value=queues["hooks"]["waiting"],
+    )
+    yield GaugeMetricFamily(
+        "countersign_hooks_failed",
+        "Deliveries given up (see `countersign hooks list --failed`).",
+        value=queues["hooks"]["failed"],
     )
     contact = GaugeMetricFamily(
         "countersign_imap_last_contact_timestamp_seconds",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -20,7 +21,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from countersign.gateway import metrics
-from countersign.gateway.render import utc_datetime
+from countersign.gateway.comments import without_codes
+from countersign.gateway.render import BUILT_IN, Look, utc_datetime
 from countersign.gateway.sources import ClientSources
 from countersign.rules.states import Decision
 from countersign.store.db import Store
@@ -43,10 +45,14 @@ _HOLDER_ANSWERS = frozenset({"closed", "expired", "used"})
 _ALREADY = {Decision.ACCEPT: "already-accepted", Decision.DECLINE: "already-declined"}
 
 
-def page_environment() -> jinja2.Environment:
-    """Pages only: autoescaped, and a missing value is an error, not a blank."""
+def page_environment(template_dir: str = "") -> jinja2.Environment:
+    """Pages only: autoescaped, and a missing value is an error, not a blank.
+
+    ``template_dir``'s ``web/`` files override the built-in pages of the same name.
+    """
+    search: list[Path] = [Path(template_dir) / "web", PAGE_DIR] if template_dir else [PAGE_DIR]
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(PAGE_DIR),
+        loader=jinja2.FileSystemLoader(search),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -116,17 +122,26 @@ def look(store: Store, request_id: int, token: str) -> Sight:
 class Pages:
     """Renders the pages; one per app, holding its store and policy."""
 
-    def __init__(self, store: Store, policy: Policy, sources: ClientSources | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: Policy,
+        sources: ClientSources | None = None,
+        look: Look = BUILT_IN,
+    ) -> None:
         self.store = store
         self.policy = policy
         self.sources = sources or ClientSources()
-        self.env = page_environment()
+        self.brand = look.brand
+        self.env = page_environment(look.template_dir)
 
     def render(self, name: str, language: str, status: int, **values: Any) -> HTMLResponse:
         lang = language if language in LANGUAGES else DEFAULT_LANGUAGE
         words = self.env.get_template(f"{lang}.j2").module
         # "root" leads back from /confirm/{id} to the site root, keeping any proxy prefix.
-        html = self.env.get_template(name).render(lang=lang, w=words, root="../", **values)
+        html = self.env.get_template(name).render(
+            lang=lang, w=words, root="../", brand=self.brand, **values
+        )
         return HTMLResponse(html, status_code=status)
 
     def missing(self, request_id: object, language: str) -> HTMLResponse:
@@ -167,7 +182,13 @@ class Pages:
         )
 
     def act(
-        self, request_id: int, token: str, decision: str, accept_language: str | None, source: str
+        self,
+        request_id: int,
+        token: str,
+        decision: str,
+        accept_language: str | None,
+        source: str,
+        comment: str = "",
     ) -> HTMLResponse:
         # Looked up before deciding: once used, the code no longer names its holder.
         sight = look(self.store, request_id, token)
@@ -176,10 +197,16 @@ class Pages:
             return self.failure(request_id, language, "missing-code", None, 400)
         if decision not in {str(d) for d in Decision}:
             return self.failure(request_id, language, "bad-decision", None, 400)
-        return self.decide(request_id, token, Decision(decision), language, source)
+        return self.decide(request_id, token, Decision(decision), language, source, comment)
 
     def decide(
-        self, request_id: int, token: str, decision: Decision, language: str, source: str
+        self,
+        request_id: int,
+        token: str,
+        decision: Decision,
+        language: str,
+        source: str,
+        comment: str = "",
     ) -> HTMLResponse:
         """The act itself, through the workflow mail uses, and its outcome page."""
         try:
@@ -191,6 +218,7 @@ class Pages:
                 request_id=request_id,
                 via="web",
                 source=source,
+                comment=without_codes(comment),  # a code pasted in never travels with it
             )
         except BadCode as bad:
             metrics.count_command("invalid", "web")
@@ -262,12 +290,14 @@ def page_router(pages: Pages) -> APIRouter:
         request_id: str,
         token: str = Form(""),
         decision: str = Form(""),
+        comment: str = Form(""),
     ) -> Response:
         number = parse_id(request_id)
         language = request.headers.get("accept-language")
         if number is None:
             return pages.missing(request_id, preferred_language(language))
-        return pages.act(number, token.strip(), decision, language, pages.sources.of(request))
+        source = pages.sources.of(request)
+        return pages.act(number, token.strip(), decision, language, source, comment)
 
     @router.get("/static/countersign.css")
     def stylesheet() -> FileResponse:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
+from countersign.gateway.comments import comment_of
 from countersign.gateway.reading_auto import classify
 from countersign.gateway.reading_commands import Verdict, judge
 from countersign.gateway.reading_mime import (
@@ -57,6 +58,7 @@ class Reading:
     bounced_recipients: tuple[str, ...] = ()
     bounced_request: int | None = None
     bounced_kind: str | None = None
+    comment: str | None = None  # the rest of the command line (new text only), no code
 
 
 def read_message(
@@ -128,7 +130,8 @@ def _read(
         )
     verdict = _read_commands(msg)
     code = verdict.code or address_code
-    return Reading(message_id, sender, verdict.outcome, code, verdict.reason)
+    comment = comment_of(verdict.rest) if verdict.outcome in ("accept", "decline") else None
+    return Reading(message_id, sender, verdict.outcome, code, verdict.reason, comment=comment)
 
 
 def _read_commands(msg: Message) -> Verdict:
@@ -142,7 +145,7 @@ def _read_commands(msg: Message) -> Verdict:
         second = judge(subject, new_lines(library))
         if second.outcome != verdict.outcome:
             note = f"; mailparser_reply's cut would give {second.outcome}"
-            return Verdict(verdict.outcome, verdict.code, verdict.reason + note)
+            return Verdict(verdict.outcome, verdict.code, verdict.reason + note, verdict.rest)
     return verdict
 
 

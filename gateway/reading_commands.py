@@ -27,6 +27,7 @@ MAX_SUBJECT_PREFIXES = 20
 
 _WORDS = re.compile(r"[^\W_]+")  # letters and digits: punctuation and '_' separate words
 _CODE_TOKENS = re.compile(r"[A-Za-z0-9]+")
+CODE_TOKENS = _CODE_TOKENS  # gateway/comments.py cuts codes out by the same tokens
 _SUBJECT_PREFIX = re.compile(
     r"^\s*(?:(re|aw|sv|antw|r[ée]f|fwd?|tr|wg)\s*(?:\[\d{1,4}\]|\(\d{1,4}\))?\s*[:\uff1a]"
     r"|\[countersign\s*#\d{1,12}\])\s*",
@@ -37,10 +38,11 @@ _FORWARD_PREFIXES = frozenset({"fwd", "fw", "tr", "wg"})
 
 @dataclass(frozen=True)
 class Command:
-    """One command line: the decision and the code written on it, if any."""
+    """One command line: the decision, the code written on it, and what else it says."""
 
     decision: str
     code: str | None
+    rest: str = ""  # what follows the command word: "Decline: wrong account" -> ": wrong account"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Verdict:
     outcome: str  # accept, decline, ambiguous or no-command
     code: str | None  # from a command line; the caller falls back to the address
     reason: str
+    rest: str = ""  # the rest of the deciding command line (gateway/comments.py reads it)
 
 
 def clean_subject(subject: str) -> tuple[str, bool]:
@@ -79,7 +82,8 @@ def parse_command(line: str) -> Command | None:
         decision = DECLINE
     else:
         return None
-    return Command(decision, find_code(_after_first_word(line, words[0])))
+    rest = _after_first_word(line, words[0])
+    return Command(decision, find_code(rest), rest)
 
 
 def _after_first_word(line: str, word: str) -> str:
@@ -121,7 +125,8 @@ def judge(subject: str, lines: Sequence[str]) -> Verdict:
             reason = "forwarded, no command in new text"
         return Verdict("no-command", None, reason)
     where, first = found[0]
-    return Verdict(first.decision, _first_code(found), f"{first.decision.upper()} in {where}")
+    reason = f"{first.decision.upper()} in {where}"
+    return Verdict(first.decision, _first_code(found), reason, first.rest)
 
 
 def _first_code(found: Sequence[tuple[str, Command]]) -> str | None:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -48,32 +49,61 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
 @dataclass(frozen=True)
+class Look:
+    """The operator's: a folder of overriding templates, and the brand the notices wear.
+
+    The marks of gateway/marks.py stay as they are whatever the brand: the reply
+    reader cuts a quoted notice at them.
+    """
+
+    template_dir: str = ""  # files here win over templates/ of the same path
+    brand_name: str = "Countersign"
+    support_address: str = ""
+    logo_url: str = ""
+
+    @property
+    def brand(self) -> dict[str, str]:
+        return {
+            "name": self.brand_name or "Countersign",
+            "support": self.support_address,
+            "logo": self.logo_url,
+        }
+
+
+BUILT_IN = Look()
+
+
+@dataclass(frozen=True)
 class RenderedNotice:
     subject: str
     text: str
     html: str
 
 
-def render_notice(kind: str, language: str, context: Mapping[str, object]) -> RenderedNotice:
+def render_notice(
+    kind: str, language: str, context: Mapping[str, object], look: Look = BUILT_IN
+) -> RenderedNotice:
     """Render the `kind` notice in `language` (English when not supported)."""
     if kind not in KINDS:
         raise ValueError(f"unknown notice kind: {kind!r}")
     _check_contact_types(context)
+    env = environment(look.template_dir)
     lang = notice_language(language)
-    words = _Words(_ENV.get_template(f"{lang}/words.j2").module)
-    values = {**_clean_context(context), "language": lang, "words": words}
+    words = _Words(env.get_template(f"{lang}/words.j2").module)
+    values = {**_clean_context(context), "language": lang, "words": words, "brand": look.brand}
     return RenderedNotice(
         subject=_subject(kind, values["request"], words),
-        text=_body(f"{lang}/{kind}.txt.j2", values),
-        html=_body(f"{lang}/{kind}.html.j2", values),
+        text=_body(env, f"{lang}/{kind}.txt.j2", values),
+        html=_body(env, f"{lang}/{kind}.html.j2", values),
     )
 
 
-def warm_templates() -> None:
+def warm_templates(template_dir: str = "") -> None:
     """Compile the notices' templates now rather than on the first notice that needs each."""
-    for name in _ENV.list_templates(extensions=["j2"]):
+    env = environment(template_dir)
+    for name in env.list_templates(extensions=["j2"]):
         if name.partition("/")[0] in LANGUAGES or "/" not in name:  # not web/, the pages'
-            _ENV.get_template(name)
+            env.get_template(name)
 
 
 def notice_language(language: str | None) -> str:
@@ -170,8 +200,8 @@ def _subject(kind: str, request: Any, words: _Words) -> str:
     return " ".join(f"{prefix} {words.subject(kind, request)}".split())
 
 
-def _body(template_name: str, values: Mapping[str, object]) -> str:
-    text = _ENV.get_template(template_name).render(values)
+def _body(env: jinja2.Environment, template_name: str, values: Mapping[str, object]) -> str:
+    text = env.get_template(template_name).render(values)
     # Optional parts leave runs of blank lines behind; one blank line is enough.
     return _BLANK_RUNS.sub("\n\n", text).strip("\n") + "\n"
 
@@ -198,9 +228,10 @@ def _label_width(rows: Iterable[tuple[str, object]]) -> int:
     return max(len(label) for label, _ in rows)
 
 
-def _environment() -> jinja2.Environment:
+def _environment(template_dir: str = "") -> jinja2.Environment:
+    search: list[str | Path] = [template_dir, TEMPLATE_DIR] if template_dir else [TEMPLATE_DIR]
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        loader=jinja2.FileSystemLoader(search),
         # Only *.html.j2 is escaped; words.j2 and *.txt.j2 give plain text,
         # which an HTML template escapes when it prints it.
         autoescape=jinja2.select_autoescape(
@@ -217,11 +248,19 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-# Built once: compiled templates are cached in it for the life of the process.
-_ENV = _environment()
+# Built once a folder: compiled templates are cached in it for the life of the process.
+_ENVIRONMENTS: dict[str, jinja2.Environment] = {}
+
+
+def environment(template_dir: str = "") -> jinja2.Environment:
+    """The notices' templates: the built-in ones, under ``template_dir``'s overrides."""
+    if template_dir not in _ENVIRONMENTS:
+        _ENVIRONMENTS[template_dir] = _environment(template_dir)
+    return _ENVIRONMENTS[template_dir]
 
 
 def reload_templates() -> None:
     """SIGHUP: forget the compiled templates, so that each is read again on next use."""
-    if _ENV.cache is not None:
-        _ENV.cache.clear()
+    for env in _ENVIRONMENTS.values():
+        if env.cache is not None:
+            env.cache.clear()

@@ -31,6 +31,7 @@ from countersign.gateway import metrics
 from countersign.gateway.account_pages import account_router
 from countersign.gateway.account_web import AccountSite, loggable_path
 from countersign.gateway.api import Unauthorized, api_router
+from countersign.gateway.composing import look_of
 from countersign.gateway.outage import install_outage_handler
 from countersign.gateway.pages import Pages, page_router
 from countersign.gateway.sources import ClientSources
@@ -259,7 +260,7 @@ def create_app(
     install_error_handlers(app)
     install_guard(app)
     sources = ClientSources.from_config(config)
-    pages = Pages(store, policy, sources)
+    pages = Pages(store, policy, sources, look_of(config))
     install_outage_handler(app, pages, error_response)  # 503 while the store is unreachable
     app.include_router(page_router(pages))
     app.include_router(account_router(AccountSite(store, config, clock)))

@@ -152,3 +152,17 @@ def _escaped(ch: str) -> str:
         if code < 0x10000
         else f"\\U{code:08x}"
     )
+
+
+MAX_COMMENT = 500
+
+
+def clean_comment(comment: str | None) -> str | None:
+    """A validator's words as kept: one line of at most 500 characters, or nothing.
+
+    The edges cut codes out first (gateway/reading_commands.without_codes).
+    """
+    if comment is None:
+        return None
+    text = " ".join(comment.split())[:MAX_COMMENT]
+    return text or None

@@ -168,6 +168,9 @@ class Store:
         event.listen(self._writer, "after_commit", audit_log.committed)
         event.listen(self._writer, "after_rollback", audit_log.rolled_back)
         self._listeners: dict[str, list[Callable[[], None]]] = {}
+        # Put in every write session's info: what the acts must know of the outside
+        # (the webhook targets an event is queued for: workflow/hooks.py).
+        self.session_info: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._sqlite_writer = (
             SqliteWriter(make_url(url).database) if self.dialect == "sqlite" else None
@@ -194,6 +197,7 @@ class Store:
     def write(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self._write_turn(), self._writer() as session, session.begin():
+            session.info.update(self.session_info)
             yield session
             if self.dialect == "postgresql":
                 _notify(session)

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from countersign.store.db import Store, wake
-from countersign.store.models import Base, InboxMessage, Lease, OutboxMessage, Worker
+from countersign.store.models import Base, HookDelivery, InboxMessage, Lease, OutboxMessage, Worker
 
 INSTANCE_FILE = "instance-id"
 FORGET_DEAD_AFTER = timedelta(days=1)  # a dead worker's row is kept this long, for `ps`-like views
@@ -46,6 +46,7 @@ class Leased:
 LEASED = (
     Leased(OutboxMessage, held="sending", free="pending", topic="outbox"),
     Leased(InboxMessage, held="processing", free="pending", topic="inbox"),
+    Leased(HookDelivery, held="sending", free="pending", topic="hooks"),
 )
 
 

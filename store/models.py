@@ -151,6 +151,7 @@ class Validator(Base):
     code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     code_issued_at: Mapped[datetime | None]
     delivery_error: Mapped[str | None] = mapped_column(Text)
+    comment: Mapped[str | None] = mapped_column(String(500))  # their words, with the decision
 
     request: Mapped[ChangeRequest] = relationship(back_populates="validators")
     account: Mapped[Account] = relationship()
@@ -329,3 +330,33 @@ class WrongCode(Base):
     request_id: Mapped[int | None] = mapped_column(Integer)  # as named; it may not exist
     via: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime]
+
+
+class HookDelivery(Base):
+    """One event for one target (a webhook endpoint, or the applier), sent until it is answered.
+
+    Written in the transaction of the act it tells of (workflow/hooks.py), with the
+    request as it was then; the same ``event_id`` for every endpoint and every retry,
+    so a receiver can drop a second copy.  Claimed like the outbox (store/leases.py).
+    """
+
+    __tablename__ = "hook_deliveries"
+    __table_args__ = (
+        Index("ix_hook_deliveries_status_due", "status", "next_attempt_at"),
+        # In order per request and target: only the oldest open row of a chain is due.
+        Index("ix_hook_deliveries_chain", "target", "request_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(40), index=True)
+    type: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(String(2000))  # an endpoint's url, or "apply"
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_by: Mapped[int | None]  # the worker sending it (status 'sending')
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]

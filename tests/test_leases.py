@@ -29,7 +29,7 @@ def test_a_live_owner_keeps_its_claims_however_long_it_holds_them(
     assert len(outbox.claim_due(world, t0, owner=owner)) == 2
     later = t0 + timedelta(hours=2)
     leases.beat(world, owner, "live", later - timedelta(seconds=5))
-    assert leases.release_orphans(world, later, TIMEOUT) == {"outbox": 0, "inbox": 0}
+    assert leases.release_orphans(world, later, TIMEOUT) == {"outbox": 0, "inbox": 0, "hooks": 0}
     assert outbox.claim_due(world, later) == []  # nobody else gets them
 
 

@@ -108,7 +108,22 @@ def test_claims_and_their_takeover_read_by_index(
         assert inbox.claim_due(world, t0, owner=owner)
         leases.beat(world, owner, "plans", t0)
         freed = leases.release_orphans(world, t0 + timedelta(minutes=1), timedelta(seconds=15))
-        assert freed == {"outbox": 2, "inbox": 1}
+        assert freed == {"outbox": 2, "inbox": 1, "hooks": 0}
         assert leases.hold(world, "imap:box", owner, t0, timedelta(seconds=15))
+    assert seen
+    assert scans(world, seen) == []
+
+
+@sqlite_only
+def test_webhook_claims_read_by_index(world: Store, policy: Policy, t0: datetime) -> None:
+    """The head-of-chain claim of hook deliveries (in order per request) scans no table."""
+    from config import Config, HookEndpoint, HooksConfig
+    from workflow import hook_queue, hooks
+
+    endpoint = HookEndpoint(url="http://127.0.0.1:9/hook", secret="s")
+    hooks.attach(world, Config(hooks=HooksConfig(endpoints=(endpoint,))))
+    new_tech_request(world, policy, t0)  # created, then validating: a chain of two
+    with statements(world) as seen:
+        assert len(hook_queue.claim_due(world, t0)) == 1  # only the head
     assert seen
     assert scans(world, seen) == []

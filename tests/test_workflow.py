@@ -142,6 +142,7 @@ def test_both_accept_then_the_sweep_applies_and_tells_everyone(
         "decision": "accept",
         "at": "2026-11-02T10:00:00Z",
         "via": "smtp",
+        "comment": None,
     }
     assert contacts(world, "example.com")[1] == "admin@example.com"  # not yet applied
 

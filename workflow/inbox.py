@@ -105,6 +105,7 @@ class MailReading:
     # False when inbound.trusted_authserv_id is set and that server did not say dmarc=pass.
     authenticated: bool = True
     replied_to: tuple[str, ...] = ()  # Message-IDs of our own notices this mail answers
+    comment: str | None = None  # what the validator wrote beside the command word
 
 
 Reader = Callable[[Received], MailReading]
@@ -529,6 +530,7 @@ def _command(
         # Mail read over IMAP has no client of ours to count by: that door is one source.
         source=item.source or item.channel,
         now=now,
+        comment=reading.comment,
     )
     if isinstance(decided, DecisionResult):
         # The same answer twice (sent again, or by both doors): done already, said nowhere.

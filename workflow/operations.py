@@ -19,6 +19,7 @@ from countersign.store.models import (
     Account,
     ChangeRequest,
     Event,
+    HookDelivery,
     ImapCursor,
     InboxMessage,
     OutboxMessage,
@@ -35,6 +36,7 @@ _CODE_CARRYING = {str(NoticeKind.CONFIRM_REQUEST), str(NoticeKind.REMINDER)}
 _QUEUES = {
     "outbox": (OutboxMessage, ("pending", "sending"), "failed"),
     "inbox": (InboxMessage, ("pending", "processing"), "quarantined"),
+    "hooks": (HookDelivery, ("pending", "sending"), "failed"),  # webhooks and the applier
 }
 
 

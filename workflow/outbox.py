@@ -168,6 +168,7 @@ _VALIDATORS = (
         Validator.decided_at,
         Validator.via,
         Validator.delivery_error,
+        Validator.comment,
         Account.email,
     )
     .join(Account, Account.id == Validator.account_id)

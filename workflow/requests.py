@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from countersign.rules.contacts import ContactType, plan_change
+from countersign.rules.names import clean_comment
 from countersign.rules.states import (
     Decision,
     NoticeKind,
@@ -27,7 +28,7 @@ from countersign.rules.states import (
 )
 from countersign.store.db import Store, append, wake
 from countersign.store.models import Account, ChangeRequest, Event, Validator
-from countersign.workflow import guess_limits, send_limits
+from countersign.workflow import guess_limits, hooks, send_limits
 from countersign.workflow.codes import hash_code, hash_of, new_code
 from countersign.workflow.errors import BadCode, NotFound, Refusal
 from countersign.workflow.facts import (
@@ -72,6 +73,7 @@ def record(
             "detail": detail,
         },
     )
+    hooks.on_record(session, kind, now, request, actor, via, detail)  # the outside's events
 
 
 PREPARED = "prepared-decisions"  # session.info key, see prepare_decisions
@@ -382,7 +384,7 @@ def decide_in(
     so a crash between the two can never act on one message twice.
     """
     try:
-        result = _decide(session, code, decision, policy, request_id, via, sender, now)
+        result = _decide(session, code, decision, policy, request_id, via, sender, now, comment)
         if comment:
             record(
                 session,
@@ -424,6 +426,7 @@ def _decide(
     via: str,
     sender: str | None,
     now: datetime,
+    comment: str | None = None,
 ) -> DecisionResult:
     found = find_code(session, code)
     if found is None or (request_id is not None and found.request_id != request_id):
@@ -437,6 +440,7 @@ def _decide(
     validator.decision = str(decision)
     validator.decided_at = now
     validator.via = via
+    validator.comment = clean_comment(comment)  # the edges cut codes out of it
     # Single use: the decision is set, so _check_usable refuses the code as "used"
     # from now on; its hash stays so that the owner is told, not treated as a stranger.
     record(session, str(decision), now, request=request, actor=validator.account.email, via=via)

@@ -17,6 +17,7 @@ from countersign.rules.contacts import ContactType, Refusal, recheck
 from countersign.rules.states import NoticeKind, State
 from countersign.store.db import Store
 from countersign.store.models import ChangeRequest, Service
+from countersign.workflow import hooks
 from countersign.workflow.facts import account_facts, accounts_by_email, service_facts
 from countersign.workflow.policy import Policy
 from countersign.workflow.requests import finish, issue_code, load_request, move, record, utcnow
@@ -60,6 +61,9 @@ def _apply(session: Session, request: ChangeRequest, now: datetime, policy: Poli
         finish(session, request, State.ERROR, now, policy, reason=refusal.code)
         return
     move(session, request, State.DOING, now)
+    if hooks.applier_set(session):
+        hooks.queue_apply(session, request, now)  # done when apply.url answers: workflow/applier.py
+        return
     for contact_type in types:
         _set_contact(service, contact_type, request)
     record(session, "applied", now, request=request, types=list(request.contact_types))

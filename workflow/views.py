@@ -27,6 +27,7 @@ def validator_view(validator: Any, account: str) -> dict[str, Any]:
         "decision": validator.decision,
         "at": iso(validator.decided_at),
         "via": validator.via,
+        "comment": validator.comment,
     }
     if validator.delivery_error:
         view["deliveryError"] = validator.delivery_error

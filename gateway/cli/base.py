@@ -18,6 +18,7 @@ from countersign.rules.contacts import Refusal
 from countersign.rules.names import printable, unseen
 from countersign.store.db import Store
 from countersign.store.migrate import SchemaBehind, ensure_schema, is_current
+from countersign.workflow import hooks
 from countersign.workflow.policy import Policy
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +53,7 @@ class App:
     def store(self, *, migrate: bool = True) -> Store:
         if self._store is None:
             self._store = Store(self.config.database_url)
+            hooks.attach(self._store, self.config)  # the acts queue events for the endpoints
             # A fresh install works straight away: the schema is made on first use
             # (and upgraded, on SQLite; PostgreSQL's moves only on `db upgrade`).
             if migrate and not is_current(self._store.engine):

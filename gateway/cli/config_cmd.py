@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from countersign.config import Inspection, inspect_config
+from countersign.config import Inspection, Problem, inspect_config
 from countersign.config_check import flat_values, mask
 from countersign.gateway.cli.base import App, emit, json_option, pass_app
 
@@ -24,8 +24,10 @@ def config_group() -> None:
 @json_option
 @pass_app
 def config_check(app: App, as_json: bool) -> None:
-    """Read the file and the environment; one line per problem, exit status 2 if any."""
+    """Read the file and the environment, render the templates; one line per problem, exit 2."""
     inspection = inspect_config(app.config_path)
+    if not inspection.problems:  # the templates only with a configuration that reads well
+        inspection.problems.extend(_template_problems(inspection))
     problems = [{"key": p.key, "source": p.source, "problem": p.what} for p in inspection.problems]
     if as_json:
         document = {"ok": not problems, "file": _file(inspection), "problems": problems}
@@ -56,6 +58,17 @@ def config_show(app: App, as_json: bool) -> None:
         click.echo(f"countersign: config: {' '.join(str(problem).split())}", err=True)
     if inspection.problems:
         raise SystemExit(2)
+
+
+def _template_problems(inspection: Inspection) -> list[Problem]:
+    """Every notice and page rendered through templates.dir's overrides, and the brand."""
+    # Imported here: the renderer (Jinja, the pages) is not needed by `config show`.
+    from countersign.gateway.template_check import template_problems
+
+    return [
+        Problem(p.key, p.source or inspection.sources.get(p.key, "default"), p.what)
+        for p in template_problems(inspection.config)
+    ]
 
 
 def _rows(inspection: Inspection) -> dict[str, dict[str, Any]]:

@@ -15,12 +15,14 @@ DOORS = ("smtp", "imap", "web", "sweeps")
 
 
 def config_secrets(config: Config) -> Iterator[str | None]:
-    """What the log must never show, literally: passwords and API keys."""
+    """What the log must never show, literally: passwords, API keys, the signing secrets."""
     from sqlalchemy.engine import make_url
 
     yield config.inbound.imap_password
     yield config.outbound.smtp_password
     yield from config.api.keys.values()
+    yield config.apply.secret
+    yield from (endpoint.secret for endpoint in config.hooks.endpoints)
     yield make_url(config.database_url).password
 
 
