@@ -1,4 +1,4 @@
-"""`countersign db current` and `db check`: where the schema stands against this version."""
+"""`countersign db upgrade|current|check`: where the schema stands against this version."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import click
 
 from countersign.gateway.cli.base import App, acts, emit, json_option, pass_app
-from countersign.store.migrate import current_revision, head_revision
+from countersign.store.migrate import current_revision, head_revision, upgrade
 
 
 def _revisions(app: App) -> dict[str, object]:
@@ -44,3 +44,26 @@ def db_check(app: App, as_json: bool) -> None:
     )
     if shown["pending"]:
         sys.exit(1)
+
+
+@click.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@json_option
+@pass_app
+@acts
+def db_upgrade(app: App, as_json: bool) -> None:
+    """Apply the migrations the database does not have yet."""
+    engine = app.store(migrate=False).engine
+    before = current_revision(engine)
+    upgrade(engine)
+    after = current_revision(engine)
+    done = {"revision": after, "previousRevision": before, "upgraded": before != after}
+    emit(as_json, done, lambda: [f"database is up to date (revision {after})"])
+
+
+db.add_command(db_current)
+db.add_command(db_check)
