@@ -26,12 +26,13 @@ def purge_all(
     store: Store, config: Config, older_than: timedelta, now: datetime | None = None
 ) -> dict[str, int]:
     now = now or utcnow()
-    counts, ids = purge(store, older_than, now=now)
+    counts, ids, hooks = purge(store, older_than, now=now)
     counts["files"] = _purge_maildir(config.outbox_dir, set(ids), now - older_than)
     log.info(
         "purged %(requests)d request(s) finished before the cut: %(mail)d mail, "
-        "%(notices)d notices, %(codes)d code hashes, %(files)d outbox files",
-        counts,
+        "%(notices)d notices, %(codes)d code hashes, %(files)d outbox files, "
+        "%(hooks)d hook deliveries",
+        {**counts, "hooks": hooks},
     )
     return counts
 

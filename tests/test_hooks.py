@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from countersign.rules.states import Decision
 from countersign.store.db import Store
 from countersign.store.models import Event, HookDelivery, OutboxMessage
 from countersign.workflow import hook_queue, hooks, sweeps
+from countersign.workflow.operations import purge
 from countersign.workflow.policy import Policy
 from countersign.workflow.records import get_service
 from countersign.workflow.requests import change_contacts, decide, show
@@ -246,3 +247,33 @@ def test_given_up_after_give_up_after_shown_in_metrics_and_retried_by_hand(
     asyncio.run(HookSender(world, config).deliver_due())
     assert [e["type"] for e in receiver.received] == ["request.created"]
     assert "countersign_hooks_failed 0.0" in scrape(make_registry(world)).decode()
+
+
+def test_purge_forgets_the_finished_deliveries_of_purged_requests_and_keeps_open_ones(
+    world: Store, policy: Policy, receiver: Receiver
+) -> None:
+    """Each delivery holds the request as it was (addresses, the validators' words):
+    retention that forgets a request's mail must forget those copies too."""
+    config = hooked(receiver)
+    hooks.attach(world, config)
+    finished = ask_and_accept(world, policy)
+    deliver_until(HookSender(world, config), lambda: open_deliveries(world) == 0)
+    receiver.fail_for(3600)  # the next request's deliveries stay open
+    still_open = int(
+        change_contacts(
+            world,
+            "example.com",
+            "admin@example.com",
+            {ContactType.TECH: "tech@example.com"},
+            policy,
+        )[0]["id"]
+    )
+    later = datetime.now(UTC) + timedelta(days=200)
+    counts, purged_ids, forgotten = purge(world, timedelta(days=90), now=later)
+
+    assert purged_ids == [finished] and forgotten == 7
+    assert set(counts) == {"requests", "mail", "notices", "codes"}  # the contract's shape
+    with world.read() as session:
+        left = session.execute(select(HookDelivery.request_id, HookDelivery.status)).all()
+    assert left and {request for request, _ in left} == {still_open}
+    assert {status for _, status in left} <= {"pending", "sending"}

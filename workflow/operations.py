@@ -8,9 +8,9 @@ erased when it failed, and was never delivered).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from countersign.rules.states import NoticeKind, State
@@ -177,17 +177,23 @@ def audit(store: Store, request_id: int) -> list[dict[str, Any]]:
         ]
 
 
-def purge(
-    store: Store, older_than: timedelta, *, now: datetime | None = None
-) -> tuple[dict[str, int], list[int]]:
+class Purged(NamedTuple):
+    counts: dict[str, int]  # the shape `purge --json` prints (docs/contract.md)
+    request_ids: list[int]
+    hook_deliveries: int
+
+
+def purge(store: Store, older_than: timedelta, *, now: datetime | None = None) -> Purged:
     """Forget the mail of requests finished before ``now - older_than``; keep the audit trail.
 
     Gone: the bodies and recipient addresses (``confirm+CODE@``) of the mail
     read for them and of mail older than the cut that concerned no request,
     the contents of their notices, and their validators' code hashes.  Kept:
     the requests, their validators' decisions, every event, the Message-IDs
-    (so that a copy arriving late is still known).  Returns the counts and
-    the requests purged (whose notice files gateway/retention.py removes).
+    (so that a copy arriving late is still known).  Also gone: their webhook
+    and applier deliveries that are over.  Returns the counts, the requests
+    purged (whose notice files gateway/retention.py removes) and how many hook
+    deliveries went.
     """
     now = now or utcnow()
     cut = now - older_than
@@ -202,7 +208,8 @@ def purge(
             "notices": _purge_outbox(session, ids),
             "codes": _purge_codes(session, ids),
         }
-        return counts, ids
+        hooks = _purge_hook_deliveries(session, ids)
+        return Purged(counts, ids, hooks)
 
 
 def _purge_inbox(session: Session, request_ids: list[int], cut: datetime) -> int:
@@ -245,6 +252,15 @@ def _purge_codes(session: Session, request_ids: list[int]) -> int:
         query.values(code_hash=None).execution_options(synchronize_session=False)
     )
     return _changed(result)
+
+
+def _purge_hook_deliveries(session: Session, request_ids: list[int]) -> int:
+    """The webhook and applier deliveries of these requests that are over: each holds
+    the request as it was (names, addresses, the validators' words)."""
+    query = delete(HookDelivery).where(
+        HookDelivery.request_id.in_(request_ids), HookDelivery.status.in_(("sent", "failed"))
+    )
+    return _changed(session.execute(query.execution_options(synchronize_session=False)))
 
 
 def _changed(result: Any) -> int:
