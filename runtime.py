@@ -33,10 +33,15 @@ from countersign.store.db import Store
 from countersign.store.leases import instance_key
 from countersign.store.migrate import SchemaBehind, ensure_schema
 from countersign.store.watch import CommitWatcher
-from countersign.workflow import hooks, sweeps
+from countersign.workflow import hooks, sign_in, sweeps
 from countersign.workflow.policy import Policy
+from countersign.workflow.requests import utcnow
+from countersign.workflow.send_limits import SendLimits
 
 log = logging.getLogger("countersign")
+
+
+HOURLY = timedelta(hours=1)
 
 
 class StartupError(Exception):
@@ -58,6 +63,8 @@ def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: M
     sweeper.add("inbox", mail_in.process_due, every)
     if config.retention:
         sweeper.add("retention", lambda: daily_purge(store, config), timedelta(days=1))
+    limits = SendLimits.from_config(config)  # the stale sign-ins are those it counts no more
+    sweeper.add("sign-in", lambda: sign_in.forget_stale(store, utcnow(), limits), HOURLY)
     store.on_commit("apply", lambda: sweeper.wake("apply"))
     store.on_commit("outbox", lambda: sweeper.wake("outbox"))
     store.on_commit("inbox", lambda: sweeper.wake("inbox"))

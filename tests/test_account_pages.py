@@ -560,3 +560,48 @@ def test_code_mails_count_by_the_address_they_go_to(world: Store, tmp_path: Path
     assert "validation emails to one address in a day" in refused.text
     mails = [m.to for m in site.mail() if m.kind == "confirm-request"]
     assert sorted(mails) == ["shared@example.net"] * 2 + ["zz-admin@example.com"] * 2
+
+
+def test_stale_sign_in_links_and_sessions_are_forgotten_and_live_ones_kept(
+    world: Store,
+) -> None:
+    """The hourly sweep: a link the limits no longer count, and a session expired or
+    signed out, go (each names an address or an account); what can still be used,
+    or still counts against the limit, stays."""
+    from countersign.store.models import SignInLink
+    from countersign.workflow import sign_in
+    from countersign.workflow.send_limits import LimitReached, SendLimits
+
+    limits, settings = SendLimits(sign_in_per_address=2), sign_in.SignInSettings()
+    old = T0 - timedelta(hours=13)
+    assert sign_in.ask(world, ADMIN, None, old, settings, limits)
+    signed_out, _ = sign_in.redeem(world, _token_of_last_link(world), old, settings)
+    sign_in.sign_out(world, signed_out, old)
+    for _ in range(2):  # two asks within the hour: the limit is reached
+        assert sign_in.ask(world, NEW, None, T0, settings, limits)
+    live, _ = sign_in.redeem(world, _token_of_last_link(world), T0, settings)
+
+    sign_in.forget_stale(world, T0 + timedelta(minutes=1), limits)
+
+    with world.read() as session:
+        addresses = sorted(link.address for link in session.scalars(select(SignInLink)))
+        sessions = session.scalars(select(WebSession)).all()
+    assert addresses == [NEW, NEW]  # the old ask went, the two counted ones stay
+    assert [s.session_hash for s in sessions] == [sign_in.secret_hash(live)]
+    assert sign_in.signed_in(world, live, T0 + timedelta(minutes=1)) is not None
+    with pytest.raises(LimitReached):  # forgetting did not lift the limit
+        sign_in.ask(world, NEW, None, T0 + timedelta(minutes=2), settings, limits)
+
+
+def _token_of_last_link(store: Store) -> str:
+    """The newest sign-in link's token, read from the notice that carries it."""
+    from countersign.store.models import OutboxMessage
+
+    with store.read() as session:
+        row = session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.kind == "sign-in")
+            .order_by(OutboxMessage.id.desc())
+        ).first()
+    assert row is not None
+    return str(row.code)

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 
 from countersign.rules.states import NoticeKind
 from countersign.store.db import Store
@@ -169,3 +169,26 @@ def sign_out(store: Store, secret: str, now: datetime) -> None:
         if found is not None and found.ended_at is None:
             found.ended_at = now
             record(session, "signed-out", now, actor=found.account.email, via="web")
+
+
+def forget_stale(store: Store, now: datetime, limits: SendLimits) -> int:
+    """Delete the sign-in links and sessions nothing can use or count any more.
+
+    A link stays while it is valid and while the sign-in limits still count
+    its ask (``limits.sign_in_window``); a session until it expires or ends.
+    Each row names an address or an account, so none is kept for nothing.
+    Returns 0 always: what is stale now is all gone, the next look is later.
+    """
+    with store.write() as session:
+        session.execute(
+            delete(SignInLink).where(
+                SignInLink.expires_at < now,
+                SignInLink.created_at < now - limits.sign_in_window,
+            )
+        )
+        session.execute(
+            delete(WebSession).where(
+                or_(WebSession.expires_at < now, WebSession.ended_at.is_not(None))
+            )
+        )
+    return 0
