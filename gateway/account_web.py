@@ -23,6 +23,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from countersign.config import Config, parse_duration
+from countersign.gateway.composing import look_of
 from countersign.gateway.pages import LANGUAGES, page_environment, preferred_language
 from countersign.gateway.sources import ClientSources
 from countersign.store.db import Store
@@ -103,7 +104,9 @@ class AccountSite:
         self.minutes = max(1, int(self.settings.link_valid.total_seconds() // 60))
         self.secure = config.mail.public_url.lower().startswith("https://")
         self.clock = clock or utcnow
-        self.env = page_environment()
+        look = look_of(config)  # templates.dir and the brand, as the confirmation page
+        self.brand = look.brand
+        self.env = page_environment(look.template_dir)
 
     def now(self) -> datetime:
         return self.clock()
@@ -126,7 +129,13 @@ class AccountSite:
     def render(self, visit: Visit, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         words = self.env.get_template(f"account/{visit.language}.j2").module
         html = self.env.get_template(f"account/{template}").render(
-            lang=visit.language, w=words, v=visit, root=visit.root, minutes=self.minutes, **values
+            lang=visit.language,
+            w=words,
+            v=visit,
+            root=visit.root,
+            minutes=self.minutes,
+            brand=self.brand,
+            **values,
         )
         response = HTMLResponse(html, status_code=status)
         if visit.new_form_cookie:

@@ -73,6 +73,26 @@ def test_an_override_of_one_notice_and_of_the_page_is_used_the_rest_built_in(
     assert "Acme Hosting" in missing.text
 
 
+def test_the_account_pages_wear_the_brand_and_take_overrides(world: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    (folder / "web" / "account").mkdir(parents=True)
+    sign_in = (TEMPLATE_DIR / "web" / "account" / "sign-in.html.j2").read_text()
+    (folder / "web" / "account" / "sign-in.html.j2").write_text(
+        sign_in.replace("<form ", f"<p>{MARK}</p>\n<form ", 1)
+    )
+    config = Config(
+        data_dir=str(tmp_path),
+        templates=TemplatesConfig(dir=str(folder)),
+        mail=MailConfig(brand_name="Acme Hosting"),
+    )
+    with TestClient(create_app(world, config, health=lambda: True)) as client:
+        page = client.get("/account")
+        token = client.get("/account/sign-in/not-a-token")
+    assert page.status_code == 200 and MARK in page.text
+    assert "— Acme Hosting</title>" in page.text and "Countersign" not in page.text
+    assert MARK not in token.text and "Acme Hosting" in token.text  # built in, branded
+
+
 def broken(folder: Path) -> Path:
     (folder / "en").mkdir(parents=True)
     path = folder / "en" / "completed.txt.j2"
