@@ -13,8 +13,7 @@ from typing import Any
 
 import jinja2
 
-from countersign.config import Config
-from countersign.config_check import Problem
+from countersign.config import Config, Problem
 from countersign.gateway.composing import look_of
 from countersign.gateway.pages import page_environment
 from countersign.gateway.reading_commands import parse_command

@@ -13,7 +13,6 @@ PACKAGE = "countersign"  # the one top-level name installed (pyproject.toml's pa
 FLOORS = {
     "rules": 0,
     "config": 0,
-    "config_check": 0,
     "store": 1,
     "workflow": 2,
     "templates": 2,
@@ -50,8 +49,7 @@ def floor_of(module: str) -> str:
 
 def modules() -> list[tuple[str, Path]]:
     found = [("daemon", ROOT / "daemon.py"), ("runtime", ROOT / "runtime.py")]
-    found += [("config", ROOT / "config.py"), ("config_check", ROOT / "config_check.py")]
-    for package in ("rules", "store", "workflow", "templates", "gateway", "scheduler"):
+    for package in ("rules", "config", "store", "workflow", "templates", "gateway", "scheduler"):
         for path in sorted((ROOT / package).rglob("*.py")):
             dotted = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             found.append((floor_of(dotted), path))

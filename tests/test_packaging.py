@@ -31,7 +31,7 @@ def test_every_folder_with_an_init_is_packaged() -> None:
     )
     folders = {
         ".".join((PACKAGE, *init.parent.relative_to(ROOT).parts))
-        for top in ("rules", "store", "workflow", "gateway", "scheduler", "templates")
+        for top in ("rules", "config", "store", "workflow", "gateway", "scheduler", "templates")
         for init in (ROOT / top).rglob("__init__.py")
     }
     assert declared == folders | {PACKAGE}
@@ -53,7 +53,7 @@ def test_the_wheel_installs_one_top_level_name(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert tops == {PACKAGE}
-    assert f"{PACKAGE}/daemon.py" in names and f"{PACKAGE}/config.py" in names
+    assert f"{PACKAGE}/daemon.py" in names and f"{PACKAGE}/config/__init__.py" in names
     assert any(name.startswith(f"{PACKAGE}/templates/en/") for name in names)
     assert any(name.startswith(f"{PACKAGE}/store/migrations/versions/") for name in names)
     assert not any("/tests/" in name or "/bench/" in name for name in names)

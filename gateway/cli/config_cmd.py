@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from countersign.config import Inspection, Problem, inspect_config
-from countersign.config_check import flat_values, mask
+from countersign.config import Inspection, Problem, flat_values, inspect_config, mask
 from countersign.gateway.cli.base import App, emit, json_option, pass_app
 
 # Keys whose empty value means "derived from another key": show what is in force.

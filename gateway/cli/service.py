@@ -21,8 +21,7 @@ import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from countersign.config import Config, inspect_config
-from countersign.config_check import flat_values
+from countersign.config import Config, flat_values, inspect_config
 from countersign.gateway import logs, render
 from countersign.gateway.systemd import Notifier
 

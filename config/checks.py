@@ -1,190 +1,26 @@
-"""What a configuration value must be, where it came from, and how it is shown.
-
-config.py builds the configuration; this module holds the rules each value must
-satisfy (ports, durations, URLs, the mail domain, the database driver), finds
-the line of each key in the TOML file (tomllib gives no positions), and masks
-secrets, so that ``config check`` and ``config show`` can say exactly which
-key, from which file line or variable, is wrong and why, without echoing a
-password.  It knows values only as a flat ``{"section.key": value}`` mapping.
+"""The rules each configuration value must satisfy (ports, durations, URLs, the mail
+domain, the database driver), so that ``config check`` and ``serve`` can say which
+key is wrong and why, without echoing a password.  Values come as a flat
+``{"section.key": value}`` mapping.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong: the key, where its value came from, and what is wrong."""
-
-    key: str
-    source: str
-    what: str
-
-    def __str__(self) -> str:
-        where = f" ({self.source})" if self.source else ""
-        return f"{self.key}{where}: {self.what}" if self.key else f"{self.source}: {self.what}"
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str | int | float) -> timedelta:
-    """``"90s"``, ``"36h"``, ``"7d"`` (a bare number is seconds)."""
-    if isinstance(text, int | float):
-        return timedelta(seconds=text)
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"not a duration: {text!r} (use e.g. '90s', '36h', '7d')")
-    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
-
-
-KEY_LIMIT_NAMES = ("open_requests_per_account", "mails_per_recipient")
-
-
-def parse_key_limits(key: str, spec: str) -> dict[str, int]:
-    """``"open_requests_per_account=50, mails_per_recipient=100"`` as a dict."""
-    values: dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        name, _, number = (part.strip() for part in item.partition("="))
-        if name not in KEY_LIMIT_NAMES or not number.isdigit():
-            raise ConfigError(
-                f"api.key_limits.{key}: expected name=N with name one of "
-                f"{', '.join(KEY_LIMIT_NAMES)}, got {item!r}"
-            )
-        values[name] = int(number)
-    return values
-
-
-# Keys whose values are never printed: in `config show`, in problems, in logs.
-SECRET_KEYS = frozenset(
-    {"inbound.imap_password", "outbound.smtp_password", "api.keys", "apply.secret"}
+from countersign.config.values import (
+    HOOK_EVENT_TYPES,
+    ConfigError,
+    parse_duration,
+    parse_key_limits,
+    url_without_password,
 )
-MASK = "********"
-HOOK_EVENT_TYPES = ("request.created", "request.state_changed", "validator.decided")
-
-
-def mask(key: str, value: Any) -> Any:
-    """The value as it may be shown: secrets starred, a database URL without its password."""
-    if key == "hooks.endpoints":  # tables, each with a secret of its own
-        return [
-            {"url": e.url, "secret": MASK if e.secret else "", "events": list(e.events)}
-            for e in value
-        ]
-    if key in SECRET_KEYS:
-        if isinstance(value, Mapping):
-            return {name: MASK for name in value}
-        return MASK if value else value
-    if key == "database.url" and isinstance(value, str) and value:
-        return _url_without_password(value)
-    return value
-
-
-def _url_without_password(url: str) -> str:
-    # scheme://user:password@host/... -> scheme://user:***@host/...
-    return re.sub(r"^([^:/]+://[^:/@]*):[^@]*@", rf"\1:{MASK}@", url)
-
-
-# --- where each key sits in the file ----------------------------------------------------
-
-_TABLE = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
-
-
-def key_lines(text: str) -> dict[str, int]:
-    """``{"section.key": line}`` for each key and table header of a TOML text.
-
-    A scan of the lines, not a parser: enough for ``key = value`` under
-    ``[section]`` headers and dotted keys, which is what a configuration holds.
-    Lines inside a multi-line value may be misread as keys; those names are
-    only looked up for keys the parser really found, so a stray entry is harmless.
-    """
-    found: dict[str, int] = {}
-    table = ""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if header := _TABLE.match(line):
-            table = _dotted(header[1])
-            found.setdefault(table, number)
-        elif key := _KEY.match(line):
-            name = _dotted(key[1])
-            found.setdefault(f"{table}.{name}" if table else name, number)
-    return found
-
-
-def _dotted(text: str) -> str:
-    return ".".join(part.strip().strip("\"'") for part in text.split("."))
-
-
-# --- reading ---------------------------------------------------------------------------
-
-
-def key_name(field_name: str) -> str:
-    # `from` is a Python keyword; the dataclass field is `from_`.
-    return field_name.rstrip("_")
-
-
-def flat_values(config: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"section.key": value}`` for every key, in the order of the dataclasses."""
-    found: dict[str, Any] = {}
-    for fld in dataclasses.fields(config):
-        value = getattr(config, fld.name)
-        dotted = f"{prefix}{key_name(fld.name)}"
-        if dataclasses.is_dataclass(value):
-            found.update(flat_values(value, f"{dotted}."))
-        else:
-            found[dotted] = value
-    return found
-
-
-def read_text_file(file: Path) -> tuple[str, Problem | None]:
-    try:
-        data = file.read_bytes()
-    except OSError as error:
-        return "", Problem("", str(file), f"cannot read: {error.strerror}")
-    try:
-        return data.decode("utf-8"), None
-    except UnicodeDecodeError as error:
-        return "", Problem("", str(file), f"not UTF-8 text (byte {error.start + 1} of the file)")
-
-
-class Reading:
-    """What building the configuration collects, so that every problem is reported at once."""
-
-    def __init__(self, file: Path | None, text: str, env: Mapping[str, str]) -> None:
-        self.file = file
-        self.lines = key_lines(text)
-        self.env = env
-        self.sources: dict[str, str] = {}
-        self.problems: list[Problem] = []
-
-    def source(self, key: str) -> str:
-        if key in self.lines:
-            return f"{self.file}:{self.lines[key]}"
-        return str(self.file) if self.file else "default"
-
-    def problem(self, key: str, what: str, source: str | None = None) -> None:
-        if what.startswith(f"{key}: "):
-            what = what[len(key) + 2 :]
-        if key in SECRET_KEYS:
-            what = what.split(", got ")[0]  # a secret is never echoed, even a wrong one
-        self.problems.append(Problem(key, self.source(key) if source is None else source, what))
-
-
-# --- the rules ----------------------------------------------------------------------------
 
 DURATION_KEYS = (
     "shutdown_grace",
@@ -374,7 +210,7 @@ def database_problem(url: str) -> str | None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    shown = _url_without_password(url)
+    shown = url_without_password(url)
     try:
         parsed = make_url(url)
     except ArgumentError:
