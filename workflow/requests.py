@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from countersign.rules.contacts import ContactType, plan_change
 from countersign.rules.states import (
+    FINAL_STATES,
     Decision,
     NoticeKind,
     State,
@@ -25,6 +26,7 @@ from countersign.rules.states import (
     notices_on_final,
     transition,
 )
+from countersign.store import tallies
 from countersign.store.db import Store, append, wake
 from countersign.store.models import Account, ChangeRequest, Event, Validator
 from countersign.workflow import guess_limits, send_limits
@@ -174,6 +176,8 @@ def move(
     """Change state through the state machine, leaving a trace in the audit trail."""
     current = State(request.state)
     request.state = str(transition(current, target))
+    if target in FINAL_STATES:
+        tallies.count(session, request.state)  # /metrics reads these, not the history
     record(session, "state", now, request=request, before=str(current), after=str(target), **detail)
 
 
@@ -592,7 +596,19 @@ def list_requests(
                 | (ChangeRequest.to_account_id == found.id)
                 | ChangeRequest.id.in_(validating)
             )
-        query = query.options(selectinload(ChangeRequest.validators))
+        # Every view's related rows in a few queries for the whole list, not a few per row.
+        query = query.options(
+            selectinload(ChangeRequest.validators).joinedload(Validator.account),
+            joinedload(ChangeRequest.service, innerjoin=True),
+            *(
+                joinedload(relation, innerjoin=True)
+                for relation in (
+                    ChangeRequest.from_account,
+                    ChangeRequest.to_account,
+                    ChangeRequest.asking_account,
+                )
+            ),
+        )
         return [request_json(r) for r in session.scalars(query)]
 
 
