@@ -41,9 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.scale_daemon import daemon_figures
 from bench.scale_store import build, email
 from bench.scale_sweeps import backlog_figures, idle_sweeps
-from countersign.gateway import metrics
+from countersign.gateway import api, metrics
+from countersign.rules.states import State
 from countersign.store.db import Store
-from countersign.workflow import directory, listings, requests
+from countersign.workflow import directory, requests
 
 Figures = dict[str, float]
 
@@ -70,8 +71,9 @@ def listing_calls(accounts: int) -> dict[str, Callable[[Store], Any]]:
         "services --account": lambda s: directory.services_of(s, someone),
         "requests --account": lambda s: requests.list_requests(s, account=someone),
         "request show": lambda s: requests.show(s, 1),
-        "ids by state (done)": lambda s: listings.request_ids(s, state="done", account=someone),
-        "ids by asking account": lambda s: listings.request_ids(s, asking=someone),
+        # What GET /v1/contactChange answers, by the API's own function.
+        "ids by state (done)": lambda s: api._task_ids(s, None, None, someone, State.DONE),
+        "ids by asking account": lambda s: api._task_ids(s, someone, None, None, None),
         "/metrics scrape": lambda s: metrics.scrape(metrics.make_registry(s)),
     }
 
