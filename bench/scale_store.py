@@ -8,11 +8,12 @@ generators (nothing held in memory), with the request indexes dropped during
 the load and built again after (SQLite builds an index from sorted keys far
 faster than it grows one row by row).  Besides the open requests (each with
 its two validators, both still to answer), as many finished ones (`done`)
-stand for the history, and the final states' tally says so.
+stand for the history, and the tallies by state (when the schema has them)
+say so.
 
 At 1 M services (300 k accounts, 100 k open and 100 k done requests, 400 k
-validators) this takes about a minute on a 2-core machine and makes a file
-of about 400 MB; 100 k services take a few seconds.
+validators) this takes about 8 s on the 2-core machine and makes a file of
+264 MB; 100 k services take under a second.
 """
 
 from __future__ import annotations
@@ -116,7 +117,10 @@ def build(path: Path, services: int) -> dict[str, int]:
         db.execute(sql)
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
     if "request_tallies" in tables:
-        db.execute("INSERT INTO request_tallies VALUES ('done', 0, ?)", (open_,))
+        db.executemany(
+            "INSERT INTO request_tallies VALUES (?, 0, ?)",
+            [("done", open_), ("validatingByCustomers", open_)],
+        )
     db.execute("COMMIT")
     db.execute("ANALYZE")
     db.close()

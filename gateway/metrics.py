@@ -3,9 +3,9 @@
 The counters live in this module, so any edge can call ``count_mail_received``
 and friends without knowing about the web server.  The gauges (requests by
 state, outbox and inbox depth) are not kept in memory: the store is the only
-truth, shared by every daemon, so each scrape asks it, by index only: open
-requests and waiting mail are counted (as many as are open or waiting), the
-final states read from their tallies (store/tallies.py), never the history.
+truth, shared by every daemon, so each scrape asks it, by index only: requests
+by state from their tallies (store/tallies.py, kept as requests move), waiting
+mail counted (as much as is waiting), never the history.
 """
 
 from __future__ import annotations

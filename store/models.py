@@ -336,11 +336,11 @@ class WrongCode(Base):
 
 
 class RequestTally(Base):
-    """How many requests reached each final state: what /metrics reports for them.
+    """How many requests are in each state: what /metrics and `status` report.
 
-    Kept in the same transaction as the move (store/tallies.py), so a scrape
-    reads a few rows instead of counting the whole history.  Several rows per
-    state (``shard``), summed when read: concurrent transactions on PostgreSQL
+    Kept in the same transaction as each move (store/tallies.py), so a scrape
+    reads a few rows instead of counting the requests.  Several rows per state
+    (``shard``), summed when read: concurrent transactions on PostgreSQL
     rarely wait on the same row.
     """
 

@@ -1,13 +1,15 @@
-"""Tallies of requests by final state, kept as they move, so no one counts the history.
+"""Tallies of requests by state, kept as they move, so no one counts the requests.
 
-A request that reaches a final state never leaves it (and is never deleted:
-retention empties its mail, not its row), so a count per final state only
-ever grows, by one per move, in the transaction that makes the move.  The
-increments of a transaction are added up in ``session.info`` and written just
-before it commits, one upsert per state, in the order of the states: locks
-taken late and always in the same order never deadlock two daemons, and each
-transaction picks one of ``SHARDS`` rows per state at random, so concurrent
-ones on PostgreSQL rarely wait for each other.
+Every request is counted in the state it is in: one more when it is made,
+one less in its old state and one more in its new one at every move, in the
+transaction that makes the move.  (Requests are never deleted: retention
+empties their mail, not their rows.)  The changes of a transaction are added
+up in ``session.info`` and written just before it commits, one upsert per
+state that changed, in the order of the states: locks taken late and always
+in the same order never deadlock two daemons, and each transaction picks one
+of ``SHARDS`` rows per state at random, so concurrent ones on PostgreSQL
+rarely wait for each other.  A shard may go below zero; the sum per state
+is what counts.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ SHARDS = 16
 _PENDING = "tallies"  # session.info key: this transaction's increments, by state
 
 
-def count(session: Session, state: str) -> None:
-    """One more request in ``state``, written when this transaction commits."""
-    session.info.setdefault(_PENDING, Counter())[state] += 1
+def count(session: Session, state: str, change: int = 1) -> None:
+    """``change`` more requests in ``state``, written when this transaction commits."""
+    session.info.setdefault(_PENDING, Counter())[state] += change
 
 
 def write_pending(session: Session) -> None:
@@ -39,7 +41,7 @@ def write_pending(session: Session) -> None:
     shard = random.randrange(SHARDS)  # spreading writes, not a secret
     dialect = session.get_bind().dialect.name
     make = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    for state in sorted(pending):
+    for state in sorted(s for s, change in pending.items() if change):
         upsert = make(RequestTally).values(state=state, shard=shard, count=pending[state])
         session.connection().execute(
             upsert.on_conflict_do_update(
@@ -50,7 +52,7 @@ def write_pending(session: Session) -> None:
 
 
 def totals(session: Session, states: Iterable[str]) -> dict[str, int]:
-    """The tallies of ``states`` (final ones), read by the primary key."""
+    """How many requests are in each of ``states``, read by the primary key."""
     query = (
         select(RequestTally.state, func.sum(RequestTally.count))
         .where(RequestTally.state.in_(list(states)))

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from countersign.rules.contacts import ContactType, plan_change
 from countersign.rules.states import (
-    FINAL_STATES,
     Decision,
     NoticeKind,
     State,
@@ -176,8 +175,9 @@ def move(
     """Change state through the state machine, leaving a trace in the audit trail."""
     current = State(request.state)
     request.state = str(transition(current, target))
-    if target in FINAL_STATES:
-        tallies.count(session, request.state)  # /metrics reads these, not the history
+    # /metrics reads the tallies, not the requests: kept in this same transaction.
+    tallies.count(session, str(current), -1)
+    tallies.count(session, request.state)
     record(session, "state", now, request=request, before=str(current), after=str(target), **detail)
 
 
@@ -292,6 +292,7 @@ def change_contacts(
             )
             session.add(request)
             session.flush()
+            tallies.count(session, request.state)
             record(session, "created", now, request=request, actor=plan.asking_account, via=via)
             move(session, request, State.VALIDATING, now)
             for validator in request.validators:

@@ -1,10 +1,10 @@
-"""costs flat in the size of history: claim-order indexes, tallies of final states
+"""costs flat in the size of history: claim-order indexes, tallies of requests by state
 
 The sweeps' claims read due rows in index order (due time, then id) instead of
 sorting the whole backlog for each batch; the id listings and apply's claim
-read (state, id); /metrics reads the final states' tallies instead of
-counting every request ever made.  The tallies start from a count of the
-requests already there.
+read (state, id); /metrics reads tallies by state, kept as requests move,
+instead of counting every request ever made.  The tallies start from a count
+of the requests already there.
 
 Revision ID: 0006
 Revises: 0005
@@ -21,7 +21,6 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-FINAL = ("done", "refused", "aborted", "expired", "error")
 # (table, old index, old columns, new index, new columns)
 _REPLACED = (
     ("requests", "ix_requests_state_expires", ["state", "expires_at"],
@@ -52,9 +51,9 @@ def upgrade() -> None:
     op.execute(
         tallies.insert().from_select(
             ["state", "shard", "count"],
-            sa.select(requests.c.state, sa.literal(0), sa.func.count())
-            .where(requests.c.state.in_(FINAL))
-            .group_by(requests.c.state),
+            sa.select(requests.c.state, sa.literal(0), sa.func.count()).group_by(
+                requests.c.state
+            ),
         )
     )
 
