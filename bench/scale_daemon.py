@@ -27,10 +27,16 @@ from bench.scale_store import KNOWN_CODE, email
 KEY = "scale-bench-key"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports (all probes held open together, so none repeats)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -61,11 +67,11 @@ def tree_rss_mb(pid: int) -> float:
 
 def start(url: str, folder: Path) -> tuple[subprocess.Popen[bytes], int]:
     folder.mkdir(parents=True, exist_ok=True)
-    web = free_port()
+    web, smtp = free_ports(2)
     config = folder / "countersign.toml"
     config.write_text(
         f'data_dir = "{folder}"\n[database]\nurl = "{url}"\n'
-        f"[inbound]\nsmtp_port = {free_port()}\n[web]\nport = {web}\n"
+        f"[inbound]\nsmtp_port = {smtp}\n[web]\nport = {web}\n"
         '[scheduler]\nsweep_every = "1s"\n'
         f'[api]\nkeys = {{ bench = "{KEY}" }}\n'
     )
@@ -74,14 +80,14 @@ def start(url: str, folder: Path) -> tuple[subprocess.Popen[bytes], int]:
     with (folder / "log").open("wb") as log:  # the child keeps its own copy of the file
         daemon = subprocess.Popen([exe, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and daemon.poll() is None:
         try:
             if get(web, "/healthz")[0] in (200, 503):
                 return daemon, web
         except OSError:
             time.sleep(0.2)
     daemon.kill()
-    raise SystemExit(f"serve did not answer; see {folder / 'log'}")
+    raise SystemExit(f"serve did not answer: {(folder / 'log').read_text()[-2000:]}")
 
 
 def get(
