@@ -27,6 +27,7 @@ import of its libraries.  Those ratios are what to compare between machines.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -95,6 +96,8 @@ def cold_starts(url: str, accounts: int) -> Figures:
     """Median wall time (ms) of each command in a fresh process, and of the libraries' import."""
     exe = str(Path(sys.executable).with_name("countersign"))
     env = {"COUNTERSIGN_DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # an older tree run for a before/after: its code, not ours
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     commands = {
         "import sqlalchemy, click": [sys.executable, "-c", "import sqlalchemy, click"],
         "services --account": [exe, "services", "--account", email(accounts // 2)],
