@@ -26,9 +26,8 @@ from countersign.gateway.sources import ClientSources
 from countersign.rules.contacts import CONTACT_TYPES, ContactType
 from countersign.rules.states import Decision, State
 from countersign.store.db import Store
-from countersign.workflow import directory, records, requests
-from countersign.workflow.errors import BadCode, NotFound
-from countersign.workflow.facts import normalize_email
+from countersign.workflow import directory, listings, records, requests
+from countersign.workflow.errors import BadCode
 from countersign.workflow.policy import Policy
 from countersign.workflow.send_limits import SendLimits
 
@@ -369,20 +368,13 @@ def _task_ids(
     account: str | None,
     state: State | None,
 ) -> list[int]:
-    # list_requests filters by one account; the others are narrowed here.
-    anchor = account or asking or to
-    try:
-        found = requests.list_requests(
-            store, account=anchor, state=str(state) if state is not None else None
-        )
-    except NotFound:
-        return []  # a filter naming nobody matches nothing
-    wanted = {"askingAccount": asking, "toAccount": to}
-    return [
-        r["id"]
-        for r in found
-        if all(v is None or r[k] == normalize_email(v) for k, v in wanted.items())
-    ]
+    return listings.request_ids(
+        store,
+        account=account,
+        asking=asking,
+        to=to,
+        state=str(state) if state is not None else None,
+    )
 
 
 def _record_routes(router: APIRouter, store: Store) -> None:

@@ -46,6 +46,10 @@ def shown(text: str) -> str:
 
 def unseen(text: str) -> bool:
     """Whether ``text`` holds a character a terminal would not show as itself."""
+    if text.isascii():
+        # The only such ASCII characters are the controls (Cc), which isprintable refuses;
+        # this spares a category lookup per character on every address of a bulk import.
+        return not text.isprintable()
     return any(unicodedata.category(ch) in _UNSEEN and ch != " " for ch in text)
 
 

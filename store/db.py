@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
-from countersign.store import audit_log
+from countersign.store import audit_log, tallies
 from countersign.store.health import Health
 
 WAKE = "wake"  # session.info key: the set of topics a transaction gives new work to
@@ -165,6 +165,7 @@ class Store:
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._writer, "do_orm_execute", _before_statement)
         event.listen(self._writer, "before_commit", _insert_appends)
+        event.listen(self._writer, "before_commit", tallies.write_pending)
         event.listen(self._writer, "after_commit", audit_log.committed)
         event.listen(self._writer, "after_rollback", audit_log.rolled_back)
         self._listeners: dict[str, list[Callable[[], None]]] = {}

@@ -1,19 +1,21 @@
 """Bulk import of accounts and services from JSON Lines, all or nothing.
 
-Every line is checked before anything is written, then everything goes in
-one transaction with multi-row inserts: 100,000 lines take seconds, and a bad
-line leaves the store exactly as it was.
+The file is read as a stream, a batch of lines at a time: each batch is
+checked and written with multi-row inserts, all in one transaction, so
+memory stays that of a batch (a 1 M-line file within 200 MB: docs/
+performance.md) and a bad line anywhere leaves the store exactly as it was.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from countersign.rules import names
@@ -34,22 +36,49 @@ _SERVICES: Table = Service.metadata.tables[Service.__tablename__]
 
 
 class ImportRejected(Refusal):
-    def __init__(self, problems: list[str]) -> None:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    def __init__(self, problems: list[str], count: int | None = None) -> None:
+        count = len(problems) if count is None else count
+        more = f" (and {count - 1} more)" if count > 1 else ""
         super().__init__("bad-import", f"{problems[0]}{more}; nothing was imported")
         self.problems = problems
 
 
 @dataclass
 class Batch:
+    """Up to CHUNK lines, parsed and checked against each other, to be written together."""
+
     accounts: list[dict[str, Any]] = field(default_factory=list)
     account_lines: dict[str, int] = field(default_factory=dict)  # email -> line
     services: list[tuple[int, str, dict[str, str]]] = field(default_factory=list)  # line, domain
-    problems: list[str] = field(default_factory=list)
+    service_lines: dict[str, int] = field(default_factory=dict)  # domain -> line
+
+
+@dataclass
+class Report:
+    """What is wrong with the file so far: bad lines first, else what the store refuses."""
+
+    problems: list[str] = field(default_factory=list)  # the first MAX_REPORTED bad lines
+    bad_lines: int = 0
+    refusal: str | None = None  # the first line the store refuses (an existing name, ...)
 
     def problem(self, line: int, text: str) -> None:
+        self.bad_lines += 1
         if len(self.problems) < MAX_REPORTED:
             self.problems.append(f"line {line}: {text}")
+
+    def refuse(self, line: int, text: str) -> None:
+        self.refusal = self.refusal or f"line {line}: {text}"
+
+    @property
+    def writing(self) -> bool:
+        """Whether to go on writing: after the first problem, lines are only checked."""
+        return not self.bad_lines and self.refusal is None
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise ImportRejected(self.problems, self.bad_lines)
+        if self.refusal is not None:
+            raise ImportRejected([self.refusal])
 
 
 def _text(item: dict[str, Any], key: str, default: str | None = None) -> str:
@@ -91,6 +120,12 @@ def _parse_account(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=4096)
+def _contact(text: str) -> str:
+    """A service's contact, checked once for the many lines that name the same account."""
+    return valid_email(text)
+
+
 def _parse_service(item: dict[str, Any]) -> tuple[str, dict[str, str]]:
     missing = SERVICE_KEYS - set(item)
     if missing:
@@ -99,59 +134,65 @@ def _parse_service(item: dict[str, Any]) -> tuple[str, dict[str, str]]:
         raise Refusal("bad-import", f"unknown field {sorted(set(item) - SERVICE_KEYS)[0]!r}")
     domain = names.check_service(_text(item, "service"))
     roles = {
-        "admin_id": valid_email(_text(item, "contactAdmin")),
-        "tech_id": valid_email(_text(item, "contactTech")),
-        "billing_id": valid_email(_text(item, "contactBilling")),
+        "admin_id": _contact(_text(item, "contactAdmin")),
+        "tech_id": _contact(_text(item, "contactTech")),
+        "billing_id": _contact(_text(item, "contactBilling")),
     }
     return domain, roles
 
 
-def read_lines(lines: Iterable[str | bytes]) -> Batch:
-    """Parse and check every line; accounts must come before services that name them.
+def _decoded(number: int, raw: str | bytes, report: Report) -> str | None:
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            report.problem(number, f"not UTF-8 text (byte {error.start + 1})")
+            return None
+    return raw.removeprefix("\ufeff") if number == 1 else raw
+
+
+def _add_line(batch: Batch, number: int, item: Any) -> None:
+    if not isinstance(item, dict):
+        raise Refusal("bad-import", "expected a JSON object")
+    if "account" in item:
+        account = _parse_account(item)
+        if account["email"] in batch.account_lines:
+            raise Refusal("bad-import", f"account {account['email']} appears twice")
+        batch.accounts.append(account)
+        batch.account_lines[account["email"]] = number
+    elif "service" in item:
+        domain, roles = _parse_service(item)
+        if domain in batch.service_lines:
+            raise Refusal("bad-import", f"service {domain} appears twice")
+        batch.services.append((number, domain, roles))
+        batch.service_lines[domain] = number
+    else:
+        raise Refusal("bad-import", 'expected an "account" or a "service" object')
+
+
+def read_lines(lines: Iterable[str | bytes], report: Report) -> Iterator[Batch]:
+    """Parse and check the lines, a batch of up to CHUNK at a time; problems go to ``report``.
 
     Lines may be text or UTF-8 bytes (a file opened in binary mode, so that a
     byte that is not UTF-8 is reported with its line number); a BOM is ignored.
+    A name given twice within a batch is caught here, across batches by the
+    store (_check_accounts, _insert_services).
     """
     batch = Batch()
-    emails: set[str] = set()
-    domains: set[str] = set()
     for number, raw in enumerate(lines, start=1):
-        if isinstance(raw, bytes):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                batch.problem(number, f"not UTF-8 text (byte {error.start + 1})")
-                continue
-        else:
-            line = raw
-        if number == 1:
-            line = line.removeprefix("\ufeff")
-        if not line.strip():
+        line = _decoded(number, raw, report)
+        if line is None or not line.strip():
             continue
         try:
-            item = json.loads(line)
-            if not isinstance(item, dict):
-                raise Refusal("bad-import", "expected a JSON object")
-            if "account" in item:
-                account = _parse_account(item)
-                if account["email"] in emails:
-                    raise Refusal("bad-import", f"account {account['email']} appears twice")
-                emails.add(account["email"])
-                batch.accounts.append(account)
-                batch.account_lines[account["email"]] = number
-            elif "service" in item:
-                domain, roles = _parse_service(item)
-                if domain in domains:
-                    raise Refusal("bad-import", f"service {domain} appears twice")
-                domains.add(domain)
-                batch.services.append((number, domain, roles))
-            else:
-                raise Refusal("bad-import", 'expected an "account" or a "service" object')
+            _add_line(batch, number, json.loads(line))
         except json.JSONDecodeError as error:
-            batch.problem(number, f"not JSON: {error.msg}")
+            report.problem(number, f"not JSON: {error.msg}")
         except Refusal as refusal:
-            batch.problem(number, refusal.message)
-    return batch
+            report.problem(number, refusal.message)
+        if len(batch.accounts) + len(batch.services) >= CHUNK:
+            yield batch
+            batch = Batch()
+    yield batch
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:
@@ -160,45 +201,79 @@ def _chunks(items: list[str]) -> Iterator[list[str]]:
 
 
 def import_lines(store: Store, lines: Iterable[str | bytes]) -> dict[str, int]:
-    """Import everything or nothing; returns how many accounts and services went in."""
-    batch = read_lines(lines)
-    if batch.problems:
-        raise ImportRejected(batch.problems)
+    """Import everything or nothing; returns how many accounts and services went in.
+
+    Streamed: each batch of lines is checked and written in turn, in one
+    transaction for the whole file, so memory stays that of a batch however
+    long the file.  After the first problem the rest is only checked (every
+    bad line is counted), and the transaction is rolled back.
+    """
+    report = Report()
+    counts = {"accounts": 0, "services": 0}
     now = utcnow()
     with store.write() as session:
-        new_emails = [a["email"] for a in batch.accounts]
-        for chunk in _chunks(new_emails):
-            taken = session.scalars(select(Account.email).where(Account.email.in_(chunk))).all()
-            if taken:
-                first = min(taken, key=batch.account_lines.__getitem__)
-                line = batch.account_lines[first]
-                raise ImportRejected([f"line {line}: account already exists: {first}"])
-        for start in range(0, len(batch.accounts), CHUNK):
-            rows = batch.accounts[start : start + CHUNK]
-            session.execute(insert(_ACCOUNTS), [{**row, "created_at": now} for row in rows])
-        _insert_services(session, batch, now)
-        record(session, "imported", now, accounts=len(batch.accounts), services=len(batch.services))
-    return {"accounts": len(batch.accounts), "services": len(batch.services)}
+        # Rows above these ids were written by this import: a name found there is a repeat.
+        known = (
+            session.scalar(select(func.max(Account.id))) or 0,
+            session.scalar(select(func.max(Service.id))) or 0,
+        )
+        for batch in read_lines(lines, report):
+            if report.writing:
+                _check_accounts(session, batch, report, known[0])
+            if report.writing:
+                _insert_accounts(session, batch, now)
+                _insert_services(session, batch, report, known[1], now)
+            counts["accounts"] += len(batch.accounts)
+            counts["services"] += len(batch.services)
+        report.raise_if_any()  # out of the block by an exception: nothing stays
+        record(session, "imported", now, accounts=counts["accounts"], services=counts["services"])
+    return counts
 
 
-def _insert_services(session: Session, batch: Batch, now: datetime) -> None:
+def _check_accounts(session: Session, batch: Batch, report: Report, known: int) -> None:
+    for chunk in _chunks(list(batch.account_lines)):
+        taken = session.execute(select(Account.email, Account.id).where(Account.email.in_(chunk)))
+        for email, account_id in sorted(taken, key=lambda row: batch.account_lines[row[0]]):
+            line = batch.account_lines[email]
+            if account_id > known:
+                report.problem(line, f"account {email} appears twice")
+            else:
+                report.refuse(line, f"account already exists: {email}")
+
+
+def _insert_accounts(session: Session, batch: Batch, now: datetime) -> None:
+    if batch.accounts:
+        session.execute(insert(_ACCOUNTS), [{**row, "created_at": now} for row in batch.accounts])
+
+
+def _account_ids(session: Session, batch: Batch) -> dict[str, int]:
     named = sorted({email for _, _, roles in batch.services for email in roles.values()})
     ids: dict[str, int] = {}
     for chunk in _chunks(named):
         found = session.execute(select(Account.email, Account.id).where(Account.email.in_(chunk)))
         ids.update((email, account_id) for email, account_id in found)
-    service_lines = {domain: line for line, domain, _ in batch.services}
-    for chunk in _chunks(list(service_lines)):
-        taken = session.scalars(select(Service.domain).where(Service.domain.in_(chunk))).all()
-        if taken:
-            first = min(taken, key=service_lines.__getitem__)
-            line = service_lines[first]
-            raise ImportRejected([f"line {line}: service already exists: {first}"])
+    return ids
+
+
+def _insert_services(
+    session: Session, batch: Batch, report: Report, known: int, now: datetime
+) -> None:
+    for chunk in _chunks(list(batch.service_lines)):
+        taken = session.execute(select(Service.domain, Service.id).where(Service.domain.in_(chunk)))
+        for domain, service_id in sorted(taken, key=lambda row: batch.service_lines[row[0]]):
+            line = batch.service_lines[domain]
+            if service_id > known:
+                report.problem(line, f"service {domain} appears twice")
+            else:
+                report.refuse(line, f"service already exists: {domain}")
+    ids = _account_ids(session, batch)
     rows = []
     for line, domain, roles in batch.services:
         unknown = [email for email in roles.values() if email not in ids]
         if unknown:
-            raise ImportRejected([f"line {line}: unknown account {unknown[0]}"])
-        rows.append({"domain": domain, "created_at": now, **{k: ids[v] for k, v in roles.items()}})
-    for start in range(0, len(rows), CHUNK):
-        session.execute(insert(_SERVICES), rows[start : start + CHUNK])
+            report.refuse(line, f"unknown account {unknown[0]} (accounts come before services)")
+        rows.append(
+            {"domain": domain, "created_at": now, **{k: ids.get(v) for k, v in roles.items()}}
+        )
+    if report.writing and rows:
+        session.execute(insert(_SERVICES), rows)

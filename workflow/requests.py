@@ -26,6 +26,7 @@ from countersign.rules.states import (
     notices_on_final,
     transition,
 )
+from countersign.store import tallies
 from countersign.store.db import Store, append, wake
 from countersign.store.models import Account, ChangeRequest, Event, Validator
 from countersign.workflow import guess_limits, hooks, send_limits
@@ -176,6 +177,9 @@ def move(
     """Change state through the state machine, leaving a trace in the audit trail."""
     current = State(request.state)
     request.state = str(transition(current, target))
+    # /metrics reads the tallies, not the requests: kept in this same transaction.
+    tallies.count(session, str(current), -1)
+    tallies.count(session, request.state)
     record(session, "state", now, request=request, before=str(current), after=str(target), **detail)
 
 
@@ -290,6 +294,7 @@ def change_contacts(
             )
             session.add(request)
             session.flush()
+            tallies.count(session, request.state)
             record(session, "created", now, request=request, actor=plan.asking_account, via=via)
             move(session, request, State.VALIDATING, now)
             for validator in request.validators:
@@ -596,7 +601,19 @@ def list_requests(
                 | (ChangeRequest.to_account_id == found.id)
                 | ChangeRequest.id.in_(validating)
             )
-        query = query.options(selectinload(ChangeRequest.validators))
+        # Every view's related rows in a few queries for the whole list, not a few per row.
+        query = query.options(
+            selectinload(ChangeRequest.validators).joinedload(Validator.account),
+            joinedload(ChangeRequest.service, innerjoin=True),
+            *(
+                joinedload(relation, innerjoin=True)
+                for relation in (
+                    ChangeRequest.from_account,
+                    ChangeRequest.to_account,
+                    ChangeRequest.asking_account,
+                )
+            ),
+        )
         return [request_json(r) for r in session.scalars(query)]
 
 
