@@ -30,7 +30,8 @@ from countersign.gateway.cli.serve_cmd import serve
 from countersign.rules.contacts import ContactType
 from countersign.rules.states import Decision, State
 from countersign.store.migrate import current_revision, upgrade
-from countersign.workflow import directory, importer, inbox, requests
+from countersign.workflow import directory, importer, requests
+from countersign.workflow import inbox_views as inbox
 
 log = logging.getLogger("countersign")
 F = TypeVar("F", bound=Callable[..., Any])

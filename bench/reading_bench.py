@@ -36,7 +36,7 @@ from countersign.config import Config
 from countersign.gateway.mail_in import InboundSettings, read_inbound
 from countersign.store.db import Store
 from countersign.store.migrate import upgrade
-from countersign.workflow.inbox import Received
+from countersign.workflow.inbox_batch import Received
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"
 ROUNDS = 7  # the fastest round is reported: the others lost time to the neighbours

@@ -27,8 +27,8 @@ from countersign.gateway.pages import LANGUAGES, page_environment, preferred_lan
 from countersign.gateway.sources import ClientSources
 from countersign.store.db import Store
 from countersign.workflow import sign_in
+from countersign.workflow.lifecycle import utcnow
 from countersign.workflow.policy import Policy
-from countersign.workflow.requests import utcnow
 from countersign.workflow.send_limits import SendLimits
 from countersign.workflow.sign_in import SignedIn, SignInSettings
 

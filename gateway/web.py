@@ -36,8 +36,8 @@ from countersign.gateway.pages import Pages, page_router
 from countersign.gateway.sources import ClientSources
 from countersign.rules.contacts import Refusal
 from countersign.store.db import Store
+from countersign.workflow.lifecycle import utcnow
 from countersign.workflow.policy import Policy
-from countersign.workflow.requests import utcnow
 from countersign.workflow.send_limits import LimitReached, key_limits
 
 log = logging.getLogger("countersign.web")

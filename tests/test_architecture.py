@@ -82,6 +82,37 @@ def test_rules_are_pure(path: Path) -> None:
     assert "datetime.now" not in path.read_text() and "time.time" not in path.read_text()
 
 
+def top_level_imports(path: Path) -> set[str]:
+    """The first name of every absolute import, as written (``countersign`` for ours)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "rules").rglob("*.py")), ids=str)
+def test_rules_import_only_the_standard_library(path: Path) -> None:
+    """rules/ needs nothing installed: no library, and of ours only rules/ itself."""
+    outside = top_level_imports(path) - set(sys.stdlib_module_names) - {PACKAGE}
+    assert not outside, f"{path.relative_to(ROOT)} imports {outside}"
+    ours = {m for m in _our_modules(path) if floor_of(m) != "rules"}
+    assert not ours, f"{path.relative_to(ROOT)} imports {ours}"
+
+
+def _our_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == PACKAGE:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
+    return found
+
+
 def test_stdlib_names_are_not_shadowed() -> None:
     ours = {name.split(".")[0] for name in FLOORS}
     assert not ours & set(sys.stdlib_module_names)

@@ -30,7 +30,8 @@ from countersign.store.models import Account, Validator
 from countersign.workflow import requests
 from countersign.workflow.codes import hash_code
 from countersign.workflow.directory import add_service
-from countersign.workflow.inbox import Arrival, message_key, store_many, store_received
+from countersign.workflow.inbox import Arrival, store_many, store_received
+from countersign.workflow.message_ids import message_key
 from countersign.workflow.policy import Policy
 from tests.conftest import add
 from tests.mail_helpers import command_results, inbox_rows, mail_events, reply
