@@ -17,24 +17,13 @@ from jinja2.environment import TemplateModule
 from jinja2.runtime import Macro
 
 from countersign.gateway.marks import SUBJECT_PREFIX
+from countersign.rules.contacts import CONTACT_TYPES as ALL_CONTACT_TYPES
+from countersign.rules.states import NoticeKind
 from countersign.templates import TEMPLATE_DIR
 
-KINDS = frozenset(
-    {
-        "confirm-request",
-        "reminder",
-        "accepted-waiting",
-        "completed",
-        "previous-contact-notice",
-        "refused",
-        "expired",
-        "aborted",
-        "error",
-        "command-result",
-        "sign-in",
-    }
-)
-CONTACT_TYPES = frozenset({"contactAdmin", "contactTech", "contactBilling"})
+# The kinds and contact types are the rules' own (rules/states.py, rules/contacts.py).
+KINDS: frozenset[str] = frozenset(NoticeKind)
+CONTACT_TYPES: frozenset[str] = frozenset(ALL_CONTACT_TYPES)
 LANGUAGES = ("en", "fr")
 DEFAULT_LANGUAGE = "en"
 
