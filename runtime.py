@@ -19,12 +19,12 @@ from typing import Any
 from countersign.config import Config, parse_duration
 from countersign.gateway import metrics
 from countersign.gateway.cli.service import ServeOptions, Service
-from countersign.gateway.delivery import Deliverer
-from countersign.gateway.imap_in import ImapReader, start_imap
-from countersign.gateway.mail_in import MailIn
+from countersign.gateway.mail_in.imap import ImapReader, start_imap
+from countersign.gateway.mail_in.smtp import start_smtp
+from countersign.gateway.mail_in.sweep import MailIn
+from countersign.gateway.mail_out.delivery import Deliverer
 from countersign.gateway.retention import daily_purge
-from countersign.gateway.smtp_in import start_smtp
-from countersign.gateway.web import Health, create_app, create_metrics_app, serve_web
+from countersign.gateway.web.app import Health, create_app, create_metrics_app, serve_web
 from countersign.scheduler.heartbeat import Heartbeat
 from countersign.scheduler.sweeper import Sweeper
 from countersign.store.db import Store

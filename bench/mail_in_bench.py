@@ -47,9 +47,9 @@ from sqlalchemy import func, select
 
 from bench.seeding import seed_requests
 from countersign.config import Config
-from countersign.gateway.delivery import MailSettings, compose
-from countersign.gateway.mail_in import InboxResult, MailIn
-from countersign.gateway.smtp_in import start_smtp
+from countersign.gateway.mail_in.smtp import start_smtp
+from countersign.gateway.mail_in.sweep import InboxResult, MailIn
+from countersign.gateway.mail_out.delivery import MailSettings, compose
 from countersign.scheduler.sweeper import Sweeper
 from countersign.store.db import Store
 from countersign.store.migrate import upgrade

@@ -1,7 +1,7 @@
 """What one inbound message says: the value the mail-in door reads once and every
 later step (the reply policy, the acts, the audit trail, /metrics) uses.
 
-Pure data: gateway/reading.py fills it from the bytes, rules/replies.py judges it.
+Pure data: gateway/mail_in/reading.py fills it from the bytes, rules/replies.py judges it.
 """
 
 from __future__ import annotations

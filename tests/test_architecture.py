@@ -18,6 +18,10 @@ FLOORS = {
     "workflow": 2,
     "templates": 2,
     "gateway": 3,
+    # gateway/ by door; what the doors share (logs, marks, metrics, offload...) lies beside.
+    "gateway.mail_in": 3,
+    "gateway.mail_out": 3,
+    "gateway.web": 3,
     "scheduler": 3,
     "daemon": 4,
     "runtime": 4,
@@ -80,6 +84,27 @@ def test_rules_are_pure(path: Path) -> None:
     outside = imported(path) - PURE_ALLOWED
     assert not outside, f"{path.relative_to(ROOT)} imports {outside}"
     assert "datetime.now" not in path.read_text() and "time.time" not in path.read_text()
+
+
+DOORS = ("gateway.mail_in", "gateway.mail_out", "gateway.web")
+# The one way through a wall between doors: the pages show dates as the notices do.
+ACROSS_DOORS = {("gateway.web", f"{PACKAGE}.gateway.mail_out.render")}
+
+
+def door_modules() -> list[tuple[str, Path]]:
+    return [(floor, path) for floor, path in modules() if floor in DOORS]
+
+
+@pytest.mark.parametrize(("door", "path"), door_modules(), ids=lambda v: str(v))
+def test_doors_do_not_reach_into_each_other(door: str, path: Path) -> None:
+    across = {
+        module
+        for module in _our_modules(path)
+        if floor_of(module) in DOORS and floor_of(module) != door
+    }
+    assert across <= {m for d, m in ACROSS_DOORS if d == door}, (
+        f"{path.relative_to(ROOT)}: {across}"
+    )
 
 
 def top_level_imports(path: Path) -> set[str]:

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from countersign.gateway.mail_in import InboundSettings, read_inbound
-from countersign.gateway.reading import OUTCOMES, read_message
+from countersign.gateway.mail_in.reading import OUTCOMES, read_message
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
 from countersign.store.db import Store
 from countersign.store.models import InboxMessage
 from countersign.workflow.codes import hash_of, normalize_code

@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy import func, select
 
 from countersign.config import ApiConfig, Config, WebConfig
-from countersign.gateway.mail_in import InboundSettings, read_inbound
-from countersign.gateway.smtp_in import start_smtp
+from countersign.gateway.mail_in.smtp import start_smtp
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
 from countersign.gateway.sources import ClientSources
-from countersign.gateway.web import create_app
+from countersign.gateway.web.app import create_app
 from countersign.rules.contacts import ContactType
 from countersign.rules.readings import Reading
 from countersign.rules.states import Decision

@@ -12,8 +12,8 @@ from datetime import datetime
 
 import pytest
 
-from countersign.gateway.imap_in import ImapReader, ImapSettings
-from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.gateway.mail_in.imap import ImapReader, ImapSettings
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
 from countersign.rules.readings import Reading
 from countersign.store.db import Store
 from countersign.workflow.imap_cursor import read_cursor

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
 from countersign.rules.readings import Reading
 from countersign.store import leases
 from countersign.store.db import Store
@@ -336,7 +336,7 @@ def test_trusted_server_must_vouch_for_the_sender(
 
 
 def test_only_the_topmost_header_of_the_trusted_server_counts() -> None:
-    from countersign.gateway.reading_headers import dmarc_passed, header_block
+    from countersign.gateway.mail_in.reading_headers import dmarc_passed, header_block
 
     raw = (
         b"Authentication-Results: mx.countersign.test; dmarc=fail\r\n"

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
 from countersign.rules.readings import Reading
 from countersign.store.db import Store
 from countersign.store.models import ChangeRequest, InboxMessage, OutboxMessage, Validator

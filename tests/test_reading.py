@@ -10,17 +10,22 @@ from typing import Any
 
 import pytest
 
-from countersign.gateway.reading import OUTCOMES, Reading, read_message
-from countersign.gateway.reading_commands import clean_subject, find_code, judge, parse_command
-from countersign.gateway.reading_mime import (
+from countersign.gateway.mail_in.reading import OUTCOMES, Reading, read_message
+from countersign.gateway.mail_in.reading_commands import (
+    clean_subject,
+    find_code,
+    judge,
+    parse_command,
+)
+from countersign.gateway.mail_in.reading_mime import (
     decode_part,
     header_text,
     html_reply_text,
     iter_parts,
     parse,
 )
-from countersign.gateway.reading_quotes import MAX_NEW_LINES, library_reply, new_lines
-from countersign.gateway.reading_signatures import (
+from countersign.gateway.mail_in.reading_quotes import MAX_NEW_LINES, library_reply, new_lines
+from countersign.gateway.mail_in.reading_signatures import (
     cut_plain_at,
     first_signature_line,
     signature_spans,

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from mailparser_reply import EmailReplyParser
 
-from countersign.gateway.reading import OUTCOMES, Reading, read_message
-from countersign.gateway.reading_quotes import LIBRARY_LINE, LIBRARY_LINES, library_reply
+from countersign.gateway.mail_in.reading import OUTCOMES, Reading, read_message
+from countersign.gateway.mail_in.reading_quotes import LIBRARY_LINE, LIBRARY_LINES, library_reply
 
 RECIPIENTS = ("confirm+K7QWJ3XR-M2PZ4TLA-VB6NYD5E-HC3GUF7S@countersign.localhost",)
 FUZZ = settings(max_examples=200, deadline=500, suppress_health_check=[HealthCheck.too_slow])

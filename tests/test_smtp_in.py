@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import select
 
 from countersign.config import Config
-from countersign.gateway.mail_in import MailIn
-from countersign.gateway.smtp_in import Intake, start_smtp
+from countersign.gateway.mail_in.smtp import Intake, start_smtp
+from countersign.gateway.mail_in.sweep import MailIn
 from countersign.rules.contacts import ContactType
 from countersign.store.db import Store
 from countersign.store.models import Account, Validator
@@ -219,7 +219,7 @@ async def test_stored_before_250(lite: Store, smtp_port: int) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_message_key_matches_the_reader(name: str) -> None:
-    from countersign.gateway.reading import read_message
+    from countersign.gateway.mail_in.reading import read_message
 
     raw = (CORPUS / name).read_bytes()
     reading = read_message(raw, recipients=[], envelope_sender=None)

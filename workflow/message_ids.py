@@ -1,7 +1,7 @@
 """The one Message-ID rule, read from the header block alone.
 
 It runs before the 250 is given (storing deduplicates on it) and again in the
-reader (gateway/reading.py), so the two can never disagree about a message;
+reader (gateway/mail_in/reading.py), so the two can never disagree about a message;
 a full parse would cost too much at the door.
 """
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 from countersign.config import Config, inspect_config
 from countersign.config_check import flat_values
-from countersign.gateway import logs, render
+from countersign.gateway import logs
+from countersign.gateway.mail_out import render
 from countersign.gateway.systemd import Notifier
 
 log = logging.getLogger("countersign")

@@ -28,12 +28,12 @@ from starlette.exceptions import HTTPException
 
 from countersign.config import Config
 from countersign.gateway import metrics
-from countersign.gateway.account_pages import account_router
-from countersign.gateway.account_web import AccountSite, loggable_path
-from countersign.gateway.api import Unauthorized, api_router
-from countersign.gateway.outage import install_outage_handler
-from countersign.gateway.pages import Pages, page_router
 from countersign.gateway.sources import ClientSources
+from countersign.gateway.web.account_pages import account_router
+from countersign.gateway.web.account_web import AccountSite, loggable_path
+from countersign.gateway.web.api import Unauthorized, api_router
+from countersign.gateway.web.outage import install_outage_handler
+from countersign.gateway.web.page import Pages, page_router
 from countersign.rules.contacts import Refusal
 from countersign.store.db import Store
 from countersign.workflow.lifecycle import utcnow

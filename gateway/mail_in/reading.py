@@ -16,7 +16,7 @@ Order of the questions, as the contract asks:
 The one Reading (rules/readings.py) also carries what the headers say whatever
 the body does: the Message-ID (workflow/message_ids.py, the rule storing uses),
 the From, the trusted server's DMARC verdict and the notices of ours replied to
-(gateway/reading_headers.py). Every later step uses it; nothing parses again.
+(gateway/mail_in/reading_headers.py). Every later step uses it; nothing parses again.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 
 from countersign.config import Config
-from countersign.gateway.reading_auto import classify
-from countersign.gateway.reading_commands import Verdict, judge
-from countersign.gateway.reading_headers import dmarc_passed, headers_of, our_references
-from countersign.gateway.reading_mime import (
+from countersign.gateway.mail_in.reading_auto import classify
+from countersign.gateway.mail_in.reading_commands import Verdict, judge
+from countersign.gateway.mail_in.reading_headers import dmarc_passed, headers_of, our_references
+from countersign.gateway.mail_in.reading_mime import (
     HEADER_CAP,
     Unreadable,
     address_in,
@@ -38,7 +38,7 @@ from countersign.gateway.reading_mime import (
     header_text,
     parse,
 )
-from countersign.gateway.reading_quotes import library_reply, new_lines
+from countersign.gateway.mail_in.reading_quotes import library_reply, new_lines
 from countersign.rules.names import unseen
 from countersign.rules.readings import Reading, Said
 from countersign.workflow.codes import normalize_code, stand_in_hash
@@ -98,7 +98,7 @@ def _read(
     forged = _from_problem(msg)
     if forged is not None:
         # Whose mail is it? Reading the first From would let a forger pick: nobody's.
-        return Reading(message_id, None, Said.MALFORMED, None, forged)
+        return Reading(message_id, None, Said.MALFORMED, None, forged, authenticated=False)
     sender = _sender(msg)
     address_code = _address_code(msg, recipients, settings.reply_local, settings.mail_domain)
     headers = headers_of(msg, raw)

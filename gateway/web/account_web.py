@@ -23,8 +23,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from countersign.config import Config, parse_duration
-from countersign.gateway.pages import LANGUAGES, page_environment, preferred_language
 from countersign.gateway.sources import ClientSources
+from countersign.gateway.web.page import LANGUAGES, page_environment, preferred_language
 from countersign.store.db import Store
 from countersign.workflow import sign_in
 from countersign.workflow.lifecycle import utcnow

@@ -1,7 +1,7 @@
 """Mail in, after it is stored: read each inbox message and hand it to the workflow.
 
 Both doors (SMTP, IMAP) store first and answer after; this is the one
-pipeline behind them.  gateway.reading reads each message once into the
+pipeline behind them.  gateway.mail_in.reading reads each message once into the
 Reading that the workflow (workflow/inbox_batch.py) acts on.
 """
 
@@ -16,10 +16,11 @@ from functools import partial
 
 from countersign.config import Config
 from countersign.gateway import metrics
+from countersign.gateway.mail_in.reading import InboundSettings, read_message
 from countersign.gateway.offload import WorkerProcess, log_like_the_daemon
-from countersign.gateway.reading import InboundSettings, read_message
 from countersign.rules.readings import Reading
 from countersign.rules.replies import REFUSALS, Outcome
+from countersign.rules.states import Decision
 from countersign.store.db import Store
 from countersign.store.health import Health
 from countersign.store.leases import give_back
@@ -32,7 +33,11 @@ from countersign.workflow.policy import Policy
 # one, at one or two.
 BURST = 5
 
-_DECISIONS: dict[Handled, str] = {Outcome.ACCEPTED: "accept", Outcome.DECLINED: "decline"}
+# The decisions a reply made (an answer given again changed nothing: not counted).
+_DECISIONS: dict[Handled, Decision] = {
+    Outcome.ACCEPTED: Decision.ACCEPT,
+    Outcome.DECLINED: Decision.DECLINE,
+}
 
 
 def read_inbound(item: Received, settings: InboundSettings) -> Reading:
@@ -198,7 +203,7 @@ def start_processing(level: int) -> None:
 def _count(done: InboxResult) -> None:
     metrics.count_mail_received(str(done.outcome))
     if done.outcome in _DECISIONS:
-        metrics.count_command(_DECISIONS[done.outcome], done.channel)
+        metrics.count_command(str(_DECISIONS[done.outcome]), done.channel)
     elif done.outcome in REFUSALS:
         metrics.count_command("invalid", done.channel)
 

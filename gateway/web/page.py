@@ -20,7 +20,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from countersign.gateway import metrics
-from countersign.gateway.render import utc_datetime
+from countersign.gateway.mail_out.render import utc_datetime
 from countersign.gateway.sources import ClientSources
 from countersign.rules.states import Decision
 from countersign.store.db import Store

@@ -14,8 +14,8 @@ from email.message import Message
 from email.utils import parseaddr
 
 from countersign.config import Config
-from countersign.gateway.compose import as_bytes, compose_notice
-from countersign.gateway.render import render_notice, warm_templates
+from countersign.gateway.mail_out.message import as_bytes, compose_notice
+from countersign.gateway.mail_out.render import render_notice, warm_templates
 from countersign.rules.states import CODE_NOTICES, NoticeKind
 from countersign.workflow.outbox import Envelope
 

@@ -15,7 +15,7 @@ from email.parser import HeaderParser
 
 from flufl.bounce import scan_message
 
-from countersign.gateway.reading_mime import (
+from countersign.gateway.mail_in.reading_mime import (
     HEADER_CAP,
     address_in,
     decode_part,
