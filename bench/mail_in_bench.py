@@ -171,7 +171,8 @@ async def countersign_rate(
 
     def decided(done: InboxResult) -> None:
         clock.decided[done.inbox_id] = done.committed
-        clock.outcomes[done.outcome] = clock.outcomes.get(done.outcome, 0) + 1
+        outcome = str(done.outcome)
+        clock.outcomes[outcome] = clock.outcomes.get(outcome, 0) + 1
         if len(clock.decided) == len(replies):
             loop.call_soon_threadsafe(clock.done.set)
 
