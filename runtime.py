@@ -19,14 +19,14 @@ from typing import Any
 from countersign.config import Config, parse_duration
 from countersign.gateway import metrics
 from countersign.gateway.cli.service import ServeOptions, Service
-from countersign.gateway.delivery import Deliverer
-from countersign.gateway.hooks import HookSender
-from countersign.gateway.imap_in import ImapReader, start_imap
-from countersign.gateway.mail_in import MailIn
+from countersign.gateway.hooks.sender import HookSender
+from countersign.gateway.mail_in.imap import ImapReader, start_imap
+from countersign.gateway.mail_in.smtp import start_smtp
+from countersign.gateway.mail_in.sweep import MailIn
+from countersign.gateway.mail_out.delivery import Deliverer
 from countersign.gateway.retention import daily_purge
-from countersign.gateway.smtp_in import start_smtp
 from countersign.gateway.template_check import check_templates
-from countersign.gateway.web import Health, create_app, create_metrics_app, serve_web
+from countersign.gateway.web.app import Health, create_app, create_metrics_app, serve_web
 from countersign.scheduler.heartbeat import Heartbeat
 from countersign.scheduler.sweeper import Sweeper
 from countersign.store.db import Store
@@ -34,8 +34,8 @@ from countersign.store.leases import instance_key
 from countersign.store.migrate import SchemaBehind, ensure_schema
 from countersign.store.watch import CommitWatcher
 from countersign.workflow import hooks, sign_in, sweeps
+from countersign.workflow.lifecycle import utcnow
 from countersign.workflow.policy import Policy
-from countersign.workflow.requests import utcnow
 from countersign.workflow.send_limits import SendLimits
 
 log = logging.getLogger("countersign")
@@ -73,7 +73,7 @@ def build_sweeper(store: Store, config: Config, deliverer: Deliverer, mail_in: M
 
 
 def add_hooks(sweeper: Sweeper, store: Store, config: Config, owner: int | None) -> None:
-    """The webhook and applier deliveries (gateway/hooks.py), woken by the acts that queue them."""
+    """The webhook and applier deliveries (gateway/hooks/), woken by the acts that queue them."""
     sender = HookSender(store, config)
     sender.owner = owner  # the daemon's worker row: its claims are given back if it dies
     sweeper.add("hooks", sender.deliver_due, config.sweep_every)

@@ -47,9 +47,9 @@ from sqlalchemy import func, select
 
 from bench.seeding import seed_requests
 from countersign.config import Config
-from countersign.gateway.delivery import MailSettings, compose
-from countersign.gateway.mail_in import MailIn, Outcome
-from countersign.gateway.smtp_in import start_smtp
+from countersign.gateway.mail_in.smtp import start_smtp
+from countersign.gateway.mail_in.sweep import InboxResult, MailIn
+from countersign.gateway.mail_out.delivery import MailSettings, compose
 from countersign.scheduler.sweeper import Sweeper
 from countersign.store.db import Store
 from countersign.store.migrate import upgrade
@@ -169,9 +169,10 @@ async def countersign_rate(
                 clock.received[inbox_id] = arrival.now.timestamp()
         return stored
 
-    def decided(done: Outcome) -> None:
+    def decided(done: InboxResult) -> None:
         clock.decided[done.inbox_id] = done.committed
-        clock.outcomes[done.outcome] = clock.outcomes.get(done.outcome, 0) + 1
+        outcome = str(done.outcome)
+        clock.outcomes[outcome] = clock.outcomes.get(outcome, 0) + 1
         if len(clock.decided) == len(replies):
             loop.call_soon_threadsafe(clock.done.set)
 

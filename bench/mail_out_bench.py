@@ -35,7 +35,7 @@ from sqlalchemy import text
 
 from bench.seeding import seed_requests
 from countersign.config import Config, OutboundConfig
-from countersign.gateway.delivery import (
+from countersign.gateway.mail_out.delivery import (
     BATCH,
     CONNECTIONS,
     Deliverer,

@@ -5,7 +5,7 @@ machine:
 
   bare parse   email.message_from_bytes(raw, policy=compat32): the least any reader
                of a message does;
-  read         gateway.mail_in.read_inbound: what the "inbox" sweep pays per message
+  read         gateway.mail_in.sweep.read_inbound: what the "inbox" sweep pays per message
                before it decides (parse, bounce and automation checks, quote cut,
                mailparser_reply's second opinion, DMARC and References checks).
 
@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.mail_in_bench import write_replies
 from bench.seeding import seed_requests
 from countersign.config import Config
-from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
 from countersign.store.db import Store
 from countersign.store.migrate import upgrade
-from countersign.workflow.inbox import Received
+from countersign.workflow.inbox_batch import Received
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"
 ROUNDS = 7  # the fastest round is reported: the others lost time to the neighbours

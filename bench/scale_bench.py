@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.scale_daemon import daemon_figures
 from bench.scale_store import build, email
 from bench.scale_sweeps import backlog_figures, idle_sweeps
-from countersign.gateway import api, metrics
+from countersign.gateway import metrics
+from countersign.gateway.web import api
 from countersign.rules.states import State
 from countersign.store.db import Store
 from countersign.workflow import directory, requests

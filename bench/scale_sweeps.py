@@ -23,8 +23,8 @@ from countersign.rules.states import State
 from countersign.store.db import Store
 from countersign.store.models import ChangeRequest
 from countersign.workflow import inbox, outbox, sweeps
+from countersign.workflow.lifecycle import finish, load_request
 from countersign.workflow.policy import Policy
-from countersign.workflow.requests import finish, load_request
 
 POLICY = Policy()
 VALIDATING = str(State.VALIDATING)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from countersign.gateway.reading_commands import CODE_CHARS, CODE_TOKENS, find_code
+from countersign.gateway.mail_in.reading_commands import CODE_CHARS, CODE_TOKENS, find_code
 from countersign.workflow.codes import normalize_code
 
 MAX_COMMENT = 500

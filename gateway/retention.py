@@ -14,8 +14,8 @@ from pathlib import Path
 
 from countersign.config import Config, parse_duration
 from countersign.store.db import Store
+from countersign.workflow.lifecycle import utcnow
 from countersign.workflow.operations import purge
-from countersign.workflow.requests import utcnow
 
 log = logging.getLogger("countersign.retention")
 _REQUEST_HEADER = re.compile(rb"^X-Countersign-Request:\s*(\d+)\s*$", re.I | re.M)

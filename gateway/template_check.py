@@ -14,10 +14,10 @@ from typing import Any
 import jinja2
 
 from countersign.config import Config, Problem
-from countersign.gateway.composing import look_of
-from countersign.gateway.pages import page_environment
-from countersign.gateway.reading_commands import parse_command
-from countersign.gateway.render import KINDS, LANGUAGES, Look, environment, render_notice
+from countersign.gateway.look import Look, look_of
+from countersign.gateway.mail_in.reading_commands import parse_command
+from countersign.gateway.mail_out.render import KINDS, LANGUAGES, environment, render_notice
+from countersign.gateway.web.page import page_environment
 
 _VALIDATOR = {"account": "a@example.com", "decision": "decline", "at": None, "via": "smtp"}
 SAMPLE_REQUEST: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Jinja templates of the notices Countersign mails (see gateway/render.py).
+"""Jinja templates of the notices Countersign mails (see gateway/mail_out/render.py).
 
 Layout: ``base.txt.j2`` / ``base.html.j2`` hold the frame every notice shares,
 ``parts.txt.j2`` / ``parts.html.j2`` the request summary several kinds show,

@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from countersign.config import ApiConfig, Config, LimitsConfig, MailConfig
-from countersign.gateway.delivery import Deliverer
-from countersign.gateway.web import create_app
+from countersign.gateway.mail_out.delivery import Deliverer
+from countersign.gateway.web.app import create_app
 from countersign.rules.contacts import ContactType
 from countersign.store.db import Store
 from countersign.store.models import Base, WebSession

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from countersign.gateway.web import create_app
+from countersign.gateway.web.app import create_app
 from countersign.rules.contacts import ContactType
 from countersign.store.db import Store
 from countersign.store.migrate import upgrade

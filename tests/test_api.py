@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from countersign.config import Config
-from countersign.gateway.web import create_app
+from countersign.gateway.web.app import create_app
 from countersign.store.db import Store
 from countersign.store.models import Event
 from countersign.workflow import requests, sweeps

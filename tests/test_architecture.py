@@ -17,6 +17,11 @@ FLOORS = {
     "workflow": 2,
     "templates": 2,
     "gateway": 3,
+    # gateway/ by door; what the doors share (logs, marks, metrics, offload...) lies beside.
+    "gateway.mail_in": 3,
+    "gateway.mail_out": 3,
+    "gateway.web": 3,
+    "gateway.hooks": 3,
     "scheduler": 3,
     "daemon": 4,
     "runtime": 4,
@@ -78,6 +83,58 @@ def test_rules_are_pure(path: Path) -> None:
     outside = imported(path) - PURE_ALLOWED
     assert not outside, f"{path.relative_to(ROOT)} imports {outside}"
     assert "datetime.now" not in path.read_text() and "time.time" not in path.read_text()
+
+
+DOORS = ("gateway.mail_in", "gateway.mail_out", "gateway.web", "gateway.hooks")
+# The one way through a wall between doors: the pages show dates as the notices do.
+ACROSS_DOORS = {("gateway.web", f"{PACKAGE}.gateway.mail_out.render")}
+
+
+def door_modules() -> list[tuple[str, Path]]:
+    return [(floor, path) for floor, path in modules() if floor in DOORS]
+
+
+@pytest.mark.parametrize(("door", "path"), door_modules(), ids=lambda v: str(v))
+def test_doors_do_not_reach_into_each_other(door: str, path: Path) -> None:
+    across = {
+        module
+        for module in _our_modules(path)
+        if floor_of(module) in DOORS and floor_of(module) != door
+    }
+    assert across <= {m for d, m in ACROSS_DOORS if d == door}, (
+        f"{path.relative_to(ROOT)}: {across}"
+    )
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The first name of every absolute import, as written (``countersign`` for ours)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "rules").rglob("*.py")), ids=str)
+def test_rules_import_only_the_standard_library(path: Path) -> None:
+    """rules/ needs nothing installed: no library, and of ours only rules/ itself."""
+    outside = top_level_imports(path) - set(sys.stdlib_module_names) - {PACKAGE}
+    assert not outside, f"{path.relative_to(ROOT)} imports {outside}"
+    ours = {m for m in _our_modules(path) if floor_of(m) != "rules"}
+    assert not ours, f"{path.relative_to(ROOT)} imports {ours}"
+
+
+def _our_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == PACKAGE:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
+    return found
 
 
 def test_stdlib_names_are_not_shadowed() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from countersign.config import Config
-from countersign.gateway.web import create_app
+from countersign.gateway.web.app import create_app
 from countersign.rules.contacts import ContactType
 from countersign.store.db import Store
 from countersign.workflow import requests, sweeps

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from countersign.gateway.comments import comment_of
-from countersign.gateway.reading_commands import judge
-from countersign.gateway.render import render_notice
-from countersign.gateway.web import create_app
+from countersign.gateway.mail_in.reading_commands import judge
+from countersign.gateway.mail_out.render import render_notice
+from countersign.gateway.web.app import create_app
 from countersign.store.db import Store
 from countersign.workflow.policy import Policy
 from countersign.workflow.requests import show

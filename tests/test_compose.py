@@ -10,8 +10,8 @@ from email.message import EmailMessage, Message
 
 import pytest
 
-from countersign.gateway.compose import checked_address, compose_notice
-from countersign.gateway.render import RenderedNotice, render_notice
+from countersign.gateway.mail_out.message import checked_address, compose_notice
+from countersign.gateway.mail_out.render import RenderedNotice, render_notice
 
 ROOT_ID = "<root.1@countersign.localhost>"
 HEADERS = (

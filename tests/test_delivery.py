@@ -28,11 +28,11 @@ import pytest
 from sqlalchemy import select, text
 
 from countersign.config import Config, OutboundConfig
-from countersign.gateway import delivery
-from countersign.gateway.compose import as_bytes, checked_address, compose_notice
-from countersign.gateway.composing import Outcome, Ready
-from countersign.gateway.delivery import Deliverer
-from countersign.gateway.render import KINDS, RenderedNotice, render_notice
+from countersign.gateway.mail_out import delivery
+from countersign.gateway.mail_out.delivery import Deliverer
+from countersign.gateway.mail_out.message import as_bytes, checked_address, compose_notice
+from countersign.gateway.mail_out.render import KINDS, RenderedNotice, render_notice
+from countersign.gateway.mail_out.wire import Outcome, Ready
 from countersign.rules.contacts import ContactType
 from countersign.rules.states import Decision, NoticeKind
 from countersign.store import leases

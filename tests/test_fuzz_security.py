@@ -24,12 +24,13 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from countersign.gateway.mail_in import InboundSettings, read_inbound
-from countersign.gateway.reading import OUTCOMES, read_message
+from countersign.gateway.mail_in.reading import OUTCOMES, read_message
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
 from countersign.store.db import Store
 from countersign.store.models import InboxMessage
 from countersign.workflow.codes import hash_of, normalize_code
-from countersign.workflow.inbox import Received, process_due, store_received
+from countersign.workflow.inbox import store_received
+from countersign.workflow.inbox_batch import Received, process_due
 from countersign.workflow.policy import Policy
 from countersign.workflow.redaction import redact_message
 from tests.conftest import T0
@@ -146,8 +147,8 @@ def test_the_reader_reads_a_redacted_message_as_the_original(
     cleaned, addresses, _ = redact_message(raw, recipients)
     before = read_message(raw, recipients=recipients, envelope_sender="bob@example.net")
     after = read_message(cleaned, recipients=addresses, envelope_sender="bob@example.net")
-    assert after.outcome in OUTCOMES
-    assert (after.outcome, after.sender) == (before.outcome, before.sender)
+    assert after.said in OUTCOMES
+    assert (after.said, after.sender) == (before.said, before.sender)
     known = hash_of(before.code) if before.code is not None else None
     now = hash_of(after.code) if after.code is not None else None
     # The same code, or the real one where the reader alone read a word before the
@@ -220,7 +221,7 @@ def test_the_corpus_goes_through_the_whole_pipeline(
     raw = path.read_bytes()
     cleaned, _, _ = redact_message(raw, [])
     reading = read_message(cleaned, recipients=[], envelope_sender=None)
-    assert reading.outcome in OUTCOMES
+    assert reading.said in OUTCOMES
     assert not [f for f in code_forms(SEEDED) if f in readable_text(cleaned)]
     store_received(store, raw, channel="smtp", envelope_from=None, recipients=[], now=T0)
     while process_due(store, policy, read, T0):  # type: ignore[arg-type]

@@ -23,17 +23,18 @@ import pytest
 from sqlalchemy import func, select
 
 from countersign.config import ApiConfig, Config, WebConfig
-from countersign.gateway.mail_in import InboundSettings, read_inbound
-from countersign.gateway.smtp_in import start_smtp
+from countersign.gateway.mail_in.smtp import start_smtp
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
 from countersign.gateway.sources import ClientSources
-from countersign.gateway.web import create_app
+from countersign.gateway.web.app import create_app
 from countersign.rules.contacts import ContactType
+from countersign.rules.readings import Reading
 from countersign.rules.states import Decision
 from countersign.store.db import Store
 from countersign.store.models import Event, InboxMessage, WrongCode
 from countersign.workflow import guess_limits, requests
 from countersign.workflow.errors import BadCode
-from countersign.workflow.inbox import MailReading, Received, process_due
+from countersign.workflow.inbox_batch import Received, process_due
 from countersign.workflow.policy import Policy
 from tests.cli_helpers import Cli, clean_env
 from tests.mail_helpers import codes, inbox_rows, notice_ids, reply
@@ -47,7 +48,7 @@ DOMAIN = "countersign.localhost"
 NOT_BASE32 = str.maketrans("0189", "QRST")  # a different wrong code each time
 
 
-def read(item: Received) -> MailReading:
+def read(item: Received) -> Reading:
     return read_inbound(item, InboundSettings())
 
 

@@ -1,7 +1,7 @@
 """Webhooks and the applier against a real HTTP receiver on 127.0.0.1.
 
 The acts run in-process on the `store` fixture (SQLite and PostgreSQL); the
-deliveries go out through gateway.hooks.HookSender over real HTTP, and every
+deliveries go out through gateway.hooks.sender.HookSender over real HTTP, and every
 signature is checked by the helper docs/api.md shows receivers.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from countersign.config import ApplyConfig, Config, HookEndpoint, HooksConfig
-from countersign.gateway.hooks import HookSender
+from countersign.gateway.hooks.sender import HookSender
 from countersign.rules.contacts import ContactType
 from countersign.rules.states import Decision
 from countersign.store.db import Store

@@ -12,11 +12,13 @@ from datetime import datetime
 
 import pytest
 
-from countersign.gateway.imap_in import ImapReader, ImapSettings
-from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.gateway.mail_in.imap import ImapReader, ImapSettings
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
+from countersign.rules.readings import Reading
 from countersign.store.db import Store
 from countersign.workflow.imap_cursor import read_cursor
-from countersign.workflow.inbox import MailReading, Received, process_due, store_received
+from countersign.workflow.inbox import store_received
+from countersign.workflow.inbox_batch import Received, process_due
 from countersign.workflow.policy import Policy
 from tests.mail_helpers import codes, decisions, inbox_rows, new_tech_request, notice_ids, reply
 from tests.servers.dovecot import DovecotServer, make_message
@@ -67,7 +69,7 @@ def reading(world: Store, dovecot: DovecotServer) -> Iterator[Callable[..., Imap
         assert not reader.is_alive()
 
 
-def read(item: Received) -> MailReading:
+def read(item: Received) -> Reading:
     return read_inbound(item, InboundSettings())
 
 

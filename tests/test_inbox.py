@@ -9,13 +9,15 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
+from countersign.rules.readings import Reading
 from countersign.store import leases
 from countersign.store.db import Store
 from countersign.store.models import OutboxMessage
-from countersign.workflow import inbox
+from countersign.workflow import inbox_batch, inbox_views, message_ids
 from countersign.workflow.codes import hash_code
-from countersign.workflow.inbox import MailReading, Received, process_due, store_received
+from countersign.workflow.inbox import store_received
+from countersign.workflow.inbox_batch import Received, process_due
 from countersign.workflow.policy import Policy
 from countersign.workflow.requests import show
 from tests.mail_helpers import (
@@ -33,7 +35,7 @@ SETTINGS = InboundSettings()
 GUESS = "AAAAAAAA-BBBBBBBB-CCCCCCCC-DDDDDDDD"
 
 
-def read(item: Received) -> MailReading:
+def read(item: Received) -> Reading:
     return read_inbound(item, SETTINGS)
 
 
@@ -110,9 +112,9 @@ def test_code_typed_on_the_line_works_without_reply_address(
 
 def test_message_key_is_the_readers_message_id() -> None:
     raw = reply("X", message_id="<abc.123@mail.example.com> (comment)")
-    assert inbox.message_key(raw) == "abc.123@mail.example.com"
+    assert message_ids.message_key(raw) == "abc.123@mail.example.com"
     headerless = b"no headers at all, just text\r\n"
-    assert inbox.message_key(headerless).startswith("sha256:")
+    assert message_ids.message_key(headerless).startswith("sha256:")
 
 
 # --- Show 3: each changes nothing, and answers as the contract says ----------------------
@@ -334,7 +336,7 @@ def test_trusted_server_must_vouch_for_the_sender(
 
 
 def test_only_the_topmost_header_of_the_trusted_server_counts() -> None:
-    from countersign.gateway.mail_in import dmarc_passed, header_block
+    from countersign.gateway.mail_in.reading_headers import dmarc_passed, header_block
 
     raw = (
         b"Authentication-Results: mx.countersign.test; dmarc=fail\r\n"
@@ -354,7 +356,7 @@ def test_poison_message_is_quarantined_and_the_rest_go_on(
     deliver(world, b"Message-ID: <poison@x>\r\nFrom: a@example.com\r\n\r\nboom\r\n", t0)
     deliver(world, admin_reply(world, request_id), t0)
 
-    def fragile(item: Received) -> MailReading:
+    def fragile(item: Received) -> Reading:
         if b"boom" in item.raw:
             raise RuntimeError("reader crashed")
         return read(item)
@@ -365,14 +367,14 @@ def test_poison_message_is_quarantined_and_the_rest_go_on(
         now += timedelta(minutes=5)
     assert [status for status, _ in inbox_rows(world)] == ["quarantined", "done"]
     assert decisions(world, request_id)["admin@example.com"] == ("accept", "smtp")
-    (failed,) = inbox.list_inbox(world, failed=True)
+    (failed,) = inbox_views.list_inbox(world, failed=True)
     assert failed["attempts"] == 3 and "reader crashed" in failed["outcome"]
     assert process_due(world, policy, fragile, now + timedelta(hours=1)) == 0
 
-    inbox.retry(world, failed["id"], now=now)
+    inbox_views.retry(world, failed["id"], now=now)
     assert process_due(world, policy, read, now) == 1
     assert inbox_rows(world)[0] == ("done", "no-command")
-    assert inbox.list_inbox(world, failed=True) == []
+    assert inbox_views.list_inbox(world, failed=True) == []
 
 
 def test_a_processor_that_dies_every_time_ends_in_quarantine(
@@ -382,10 +384,10 @@ def test_a_processor_that_dies_every_time_ends_in_quarantine(
     now = t0
     for life in range(3):
         owner = leases.register(world, f"daemon-{life}", now)
-        assert len(inbox.claim_due(world, now, owner=owner)) == 1  # claimed, then it dies
+        assert len(inbox_batch.claim_due(world, now, owner=owner)) == 1  # claimed, then it dies
         now += timedelta(seconds=16)  # its heartbeat is past leases.owner_timeout
         assert leases.release_orphans(world, now, timedelta(seconds=15))["inbox"] == 1
-    assert inbox.claim_due(world, now) == []
+    assert inbox_batch.claim_due(world, now) == []
     assert inbox_rows(world)[0][0] == "quarantined"
 
 
@@ -395,9 +397,9 @@ def test_retry_refuses_what_is_not_quarantined(world: Store, policy: Policy, t0:
     (made,) = [deliver(world, reply(GUESS), t0)]
     assert made is not None
     with pytest.raises(Refusal):
-        inbox.retry(world, made)
+        inbox_views.retry(world, made)
     with pytest.raises(NotFound):
-        inbox.retry(world, made + 100)
+        inbox_views.retry(world, made + 100)
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
+from countersign.rules.readings import Reading
 from countersign.store.db import Store
 from countersign.store.models import ChangeRequest, InboxMessage, OutboxMessage, Validator
-from countersign.workflow.inbox import MailReading, Received, process_due, store_received
+from countersign.workflow.inbox import store_received
+from countersign.workflow.inbox_batch import Received, process_due
 from countersign.workflow.policy import Policy
 from tests.conftest import T0
 from tests.mail_helpers import new_tech_request
@@ -56,7 +58,7 @@ def snapshot(store: Store) -> tuple[Any, ...]:
 def through_pipeline(store: Store, policy: Policy, raw: bytes, envelope_from: str | None) -> None:
     timings: list[float] = []
 
-    def timed(item: Received) -> MailReading:
+    def timed(item: Received) -> Reading:
         started = time.perf_counter()
         try:
             return read_inbound(item, InboundSettings())

@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from countersign.config import Config, DatabaseConfig
-from countersign.gateway import mail_in as mail_in_module
-from countersign.gateway.mail_in import BURST, InboundSettings, MailIn
+from countersign.gateway.mail_in.sweep import BURST, InboundSettings, MailIn
+from countersign.gateway.mail_in.sweep import sweep as mail_in_module
 from countersign.rules.contacts import ContactType
+from countersign.rules.readings import Reading
 from countersign.store.db import Store
 from countersign.workflow.directory import add_service
-from countersign.workflow.inbox import BATCH, MailReading, Received, store_received
+from countersign.workflow.inbox import store_received
+from countersign.workflow.inbox_batch import BATCH, Received
 from countersign.workflow.policy import Policy
 from countersign.workflow.requests import change_contacts
 from tests.conftest import add
@@ -67,7 +69,7 @@ def read_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     seen: list[int] = []
     original = mail_in_module.read_inbound
 
-    def counted(item: Received, settings: InboundSettings) -> MailReading:
+    def counted(item: Received, settings: InboundSettings) -> Reading:
         seen.append(item.id)
         return original(item, settings)
 

@@ -17,7 +17,7 @@ import httpx2 as httpx
 import pytest
 
 from countersign import daemon
-from countersign.gateway.web import create_app
+from countersign.gateway.web.app import create_app
 from countersign.rules import names
 from countersign.rules.contacts import Refusal
 from countersign.store.db import Store

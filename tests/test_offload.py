@@ -21,7 +21,7 @@ PARENT = textwrap.dedent(
     """
     import multiprocessing, time
     from countersign.gateway.offload import WorkerProcess
-    from countersign.gateway.render import warm_templates
+    from countersign.gateway.mail_out.render import warm_templates
 
     worker = WorkerProcess("test", warm_templates, enabled=True)
     worker.start()

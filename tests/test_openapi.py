@@ -25,7 +25,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from countersign.gateway.web import create_app
+from countersign.gateway.web.app import create_app
 from countersign.store.db import Store
 from tests.web_support import KEY, web_config
 

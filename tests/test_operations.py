@@ -10,13 +10,15 @@ from typing import Any
 
 from sqlalchemy import select, text
 
+from countersign.rules.states import Decision
 from countersign.store.db import Store
 from countersign.store.models import Event, InboxMessage, OutboxMessage, Validator
 from countersign.workflow import sweeps
-from countersign.workflow.inbox import process_due, store_received
+from countersign.workflow.inbox import store_received
+from countersign.workflow.inbox_batch import process_due
 from countersign.workflow.outbox import RetryPolicy, mark_failed
 from countersign.workflow.policy import Policy
-from countersign.workflow.requests import Decision, decide
+from countersign.workflow.requests import decide
 from tests.cli_helpers import Cli, clean_env
 from tests.mail_helpers import codes, new_tech_request, notice_ids, reply
 from tests.test_inbox import read

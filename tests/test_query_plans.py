@@ -22,12 +22,13 @@ import pytest
 from sqlalchemy import event
 
 from countersign.gateway import metrics
-from countersign.gateway.mail_in import InboundSettings, read_inbound
+from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
 from countersign.rules.states import Decision
 from countersign.store import leases
 from countersign.store.db import Store
-from countersign.workflow import inbox, listings, outbox, sweeps
-from countersign.workflow.inbox import Received, process_due, store_received
+from countersign.workflow import inbox_batch, listings, outbox, sweeps
+from countersign.workflow.inbox import store_received
+from countersign.workflow.inbox_batch import Received, process_due
 from countersign.workflow.policy import Policy
 from countersign.workflow.requests import decide, resend
 from tests.mail_helpers import codes, new_tech_request, notice_ids, reply
@@ -140,7 +141,7 @@ def test_claims_and_their_takeover_read_by_index(
     with statements(world) as seen:
         owner = leases.register(world, "plans", t0)
         assert outbox.claim_due(world, t0, owner=owner)
-        assert inbox.claim_due(world, t0, owner=owner)
+        assert inbox_batch.claim_due(world, t0, owner=owner)
         leases.beat(world, owner, "plans", t0)
         freed = leases.release_orphans(world, t0 + timedelta(minutes=1), timedelta(seconds=15))
         assert freed == {"outbox": 2, "inbox": 1, "hooks": 0}
@@ -210,7 +211,7 @@ def _claims_of_mail(world: Store, policy: Policy, t0: datetime) -> list[Statemen
     store_received(world, reply("X"), channel="smtp", envelope_from=None, recipients=[], now=t0)
     with statements(world) as seen:
         assert outbox.claim_due(world, t0)
-        assert inbox.claim_due(world, t0)
+        assert inbox_batch.claim_due(world, t0)
     return [(sql, p) for sql, p in seen if "LIMIT" in sql.upper()]
 
 

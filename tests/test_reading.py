@@ -10,17 +10,22 @@ from typing import Any
 
 import pytest
 
-from countersign.gateway.reading import OUTCOMES, Reading, read_message
-from countersign.gateway.reading_commands import clean_subject, find_code, judge, parse_command
-from countersign.gateway.reading_mime import (
+from countersign.gateway.mail_in.reading import OUTCOMES, Reading, read_message
+from countersign.gateway.mail_in.reading_commands import (
+    clean_subject,
+    find_code,
+    judge,
+    parse_command,
+)
+from countersign.gateway.mail_in.reading_mime import (
     decode_part,
     header_text,
     html_reply_text,
     iter_parts,
     parse,
 )
-from countersign.gateway.reading_quotes import MAX_NEW_LINES, library_reply, new_lines
-from countersign.gateway.reading_signatures import (
+from countersign.gateway.mail_in.reading_quotes import MAX_NEW_LINES, library_reply, new_lines
+from countersign.gateway.mail_in.reading_signatures import (
     cut_plain_at,
     first_signature_line,
     signature_spans,
@@ -54,7 +59,7 @@ def test_corpus_is_complete() -> None:
 def test_corpus_outcome(name: str) -> None:
     spec = EXPECTED[name]
     reading = read_corpus(name)
-    assert reading.outcome == spec["outcome"], reading.reason
+    assert reading.said == spec["outcome"], reading.reason
     if spec["outcome"] in READ_FOR_COMMANDS:
         assert reading.code == CODE_BY_SOURCE[spec["code"]]
     for field in ("bounced_recipients", "bounced_request", "bounced_kind"):
@@ -67,7 +72,7 @@ def test_corpus_outcome(name: str) -> None:
 def test_corpus_identity(name: str) -> None:
     raw = (CORPUS / name).read_bytes()
     reading = read_corpus(name)
-    if reading.outcome == "malformed":
+    if reading.said == "malformed":
         assert reading.message_id == "sha256:" + hashlib.sha256(raw).hexdigest()
         assert reading.sender is None
     else:
@@ -152,7 +157,7 @@ def test_code_on_the_line(text: str, code: str | None) -> None:
 
 def test_command_line_code_wins_over_address() -> None:
     reading = mail("Accept QX4LN7RA-ZT2MBW6E-PJ5KYC3D-GV7HSU4F\n")
-    assert (reading.outcome, reading.code) == ("accept", LINE_CODE)
+    assert (reading.said, reading.code) == ("accept", LINE_CODE)
 
 
 def test_code_from_envelope_then_headers() -> None:
@@ -190,11 +195,11 @@ def test_subject_cleaning(subject: str, cleaned: str, forwarded: bool) -> None:
 
 
 def test_subject_command_and_ambiguity() -> None:
-    assert mail("", subject="Re: Decline").outcome == "decline"
-    assert mail("Accept\n", subject="Re: Decline").outcome == "ambiguous"
-    assert mail("Accept\nAccept\n", subject="accept").outcome == "accept"
-    assert mail("", subject="Fwd: Accept").outcome == "no-command"
-    assert mail("Hello\n").outcome == "no-command"
+    assert mail("", subject="Re: Decline").said == "decline"
+    assert mail("Accept\n", subject="Re: Decline").said == "ambiguous"
+    assert mail("Accept\nAccept\n", subject="accept").said == "accept"
+    assert mail("", subject="Fwd: Accept").said == "no-command"
+    assert mail("Hello\n").said == "no-command"
 
 
 # ---------------------------------------------------------------- the quote cut
@@ -255,7 +260,7 @@ def test_only_the_first_new_lines_are_read() -> None:
 )
 def test_automated(headers: str, envelope_sender: str | None, subject: str) -> None:
     reading = mail("Accept\n", headers=headers, envelope_sender=envelope_sender, subject=subject)
-    assert reading.outcome == "automated", reading.reason
+    assert reading.said == "automated", reading.reason
     assert reading.code == ADDR_CODE  # kept for the audit trail
 
 
@@ -269,11 +274,11 @@ def test_automated(headers: str, envelope_sender: str | None, subject: str) -> N
     ],
 )
 def test_not_automated(headers: str) -> None:
-    assert mail("Accept\n", headers=headers).outcome == "accept"
+    assert mail("Accept\n", headers=headers).said == "accept"
 
 
 def test_subject_mentioning_absence_mid_line_is_not_automation() -> None:
-    assert mail("Accept\n", subject="Re: Accept during my absence").outcome == "accept"
+    assert mail("Accept\n", subject="Re: Accept during my absence").said == "accept"
 
 
 # ---------------------------------------------------------------- identity and malformed
@@ -296,7 +301,7 @@ def test_identity() -> None:
 )
 def test_malformed(raw: bytes) -> None:
     reading = read_message(raw, recipients=(), envelope_sender=None)
-    assert reading.outcome == "malformed"
+    assert reading.said == "malformed"
     assert reading.message_id == "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
@@ -305,7 +310,7 @@ def test_bad_charset_and_broken_base64_do_not_raise() -> None:
         b"From: b@example.net\nContent-Type: text/plain; charset=rot13\n"
         b"Content-Transfer-Encoding: base64\n\n!!!not base64@@@\n"
     )
-    assert read_message(raw, recipients=(), envelope_sender=None).outcome in OUTCOMES
+    assert read_message(raw, recipients=(), envelope_sender=None).said in OUTCOMES
 
 
 # ---------------------------------------------------------------- the two cuts
@@ -341,7 +346,7 @@ def test_structural_cut_decides_when_the_library_disagrees() -> None:
     body = "Hi,\n> On Mon, 23 Nov 2026, X <x@y> wrote:\n> To accept, reply\n\nAccept\n"
     assert library_reply(body) == "Hi,"
     reading = mail(body)
-    assert reading.outcome == "accept"
+    assert reading.said == "accept"
     assert "mailparser_reply" in reading.reason
 
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from mailparser_reply import EmailReplyParser
 
-from countersign.gateway.reading import OUTCOMES, Reading, read_message
-from countersign.gateway.reading_quotes import LIBRARY_LINE, LIBRARY_LINES, library_reply
+from countersign.gateway.mail_in.reading import OUTCOMES, Reading, read_message
+from countersign.gateway.mail_in.reading_quotes import LIBRARY_LINE, LIBRARY_LINES, library_reply
 
 RECIPIENTS = ("confirm+K7QWJ3XR-M2PZ4TLA-VB6NYD5E-HC3GUF7S@countersign.localhost",)
 FUZZ = settings(max_examples=200, deadline=500, suppress_health_check=[HealthCheck.too_slow])
@@ -87,12 +87,12 @@ body_lines = st.lists(st.sampled_from(LINE_PIECES) | st.text(max_size=40), max_s
 
 
 def assert_reading(reading: Reading) -> None:
-    event(reading.outcome)  # shown by --hypothesis-show-statistics: are all branches reached?
+    event(reading.said)  # shown by --hypothesis-show-statistics: are all branches reached?
     assert isinstance(reading, Reading)
-    assert reading.outcome in OUTCOMES
+    assert reading.said in OUTCOMES
     assert reading.message_id
     assert reading.reason
-    if reading.outcome != "bounce":
+    if reading.said != "bounce":
         assert reading.bounced_recipients == ()
 
 
@@ -197,12 +197,12 @@ def _quote(text: str) -> str:
 @given(st.sampled_from(["Accept", "Decline", "Yes", "No", "Hello"]), quoted_text)
 def test_quoted_text_never_counts(top: str, quoted: str) -> None:
     """Whatever a '>' quote holds, the reading is that of the line above it."""
-    expected = read(_reply(top + "\n")).outcome
+    expected = read(_reply(top + "\n")).said
     attribution = (
         "On Mon, 23 Nov 2026 at 10:02, Countersign <\ncontacts@countersign.localhost> wrote:"
     )
     raw = _reply(f"{top}\n\n{attribution}\n\n{_quote(quoted)}\n")
-    assert read(raw).outcome == expected
+    assert read(raw).said == expected
 
 
 @FUZZ
@@ -211,7 +211,7 @@ def test_appending_a_quote_changes_nothing(lines: list[str], quoted: str) -> Non
     body = "\n".join(line.replace("\r", " ") for line in lines)
     before = read(_reply(body + "\n"))
     after = read(_reply(f"{body}\n\nOn Mon, 23 Nov 2026, X <x@y> wrote:\n\n{_quote(quoted)}\n"))
-    assert (after.outcome, after.code) == (before.outcome, before.code)
+    assert (after.said, after.code) == (before.said, before.code)
 
 
 @FUZZ
@@ -220,7 +220,7 @@ def test_automated_mail_never_commands(lines: list[str]) -> None:
     raw = _reply("\n".join(lines)).replace(
         b"\nContent-Type", b"\nAuto-Submitted: auto-replied\nContent-Type"
     )
-    assert read(raw).outcome == "automated"
+    assert read(raw).said == "automated"
 
 
 # Lines that make mailparser_reply's header patterns match, half match or read far ahead.

@@ -12,8 +12,13 @@ import html2text
 import jinja2
 import pytest
 
+from countersign.gateway.mail_out.render import (
+    KINDS,
+    RenderedNotice,
+    notice_language,
+    render_notice,
+)
 from countersign.gateway.marks import NOTICE_MARKS, SUBJECT_PREFIX
-from countersign.gateway.render import KINDS, RenderedNotice, notice_language, render_notice
 
 LANGUAGES = ("en", "fr")
 CODE = "ABCDEFGH-IJKLMNOP-QRSTUVWX-YZ234567"

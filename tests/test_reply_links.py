@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from countersign.gateway.render import render_notice
+from countersign.gateway.mail_out.render import render_notice
 from countersign.store.db import Store
 from countersign.workflow.policy import Policy
 from countersign.workflow.requests import show

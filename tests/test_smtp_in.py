@@ -22,15 +22,16 @@ import pytest
 from sqlalchemy import select
 
 from countersign.config import Config
-from countersign.gateway.mail_in import MailIn
-from countersign.gateway.smtp_in import Intake, start_smtp
+from countersign.gateway.mail_in.smtp import Intake, start_smtp
+from countersign.gateway.mail_in.sweep import MailIn
 from countersign.rules.contacts import ContactType
 from countersign.store.db import Store
 from countersign.store.models import Account, Validator
 from countersign.workflow import requests
 from countersign.workflow.codes import hash_code
 from countersign.workflow.directory import add_service
-from countersign.workflow.inbox import Arrival, message_key, store_many, store_received
+from countersign.workflow.inbox import Arrival, store_many, store_received
+from countersign.workflow.message_ids import message_key
 from countersign.workflow.policy import Policy
 from tests.conftest import add
 from tests.mail_helpers import command_results, inbox_rows, mail_events, reply
@@ -218,7 +219,7 @@ async def test_stored_before_250(lite: Store, smtp_port: int) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_message_key_matches_the_reader(name: str) -> None:
-    from countersign.gateway.reading import read_message
+    from countersign.gateway.mail_in.reading import read_message
 
     raw = (CORPUS / name).read_bytes()
     reading = read_message(raw, recipients=[], envelope_sender=None)

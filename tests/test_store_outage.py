@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from countersign.config import ApiConfig, Config
-from countersign.gateway.web import create_app
+from countersign.gateway.web.app import create_app
 from countersign.store.db import Store
 from countersign.store.health import Health, is_outage
 from tests.cli_helpers import free_port

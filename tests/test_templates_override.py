@@ -9,11 +9,11 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from countersign.config import Config, MailConfig, TemplatesConfig
-from countersign.gateway.composing import look_of
+from countersign.gateway.look import look_of
+from countersign.gateway.mail_out.render import render_notice
 from countersign.gateway.marks import NOTICE_MARKS
-from countersign.gateway.render import render_notice
 from countersign.gateway.template_check import check_templates
-from countersign.gateway.web import create_app
+from countersign.gateway.web.app import create_app
 from countersign.store.db import Store
 from countersign.templates import TEMPLATE_DIR
 from countersign.workflow.policy import Policy

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from countersign.config import Config, InboundConfig, WebConfig
-from countersign.gateway.pages import preferred_language
-from countersign.gateway.web import create_app
+from countersign.gateway.web.app import create_app
+from countersign.gateway.web.page import preferred_language
 from countersign.rules.contacts import ContactType
 from countersign.runtime import StartupError, run_daemon
 from countersign.store.db import Store

@@ -3,7 +3,8 @@
 An answer goes only to the account a code belongs to, never to whoever sent
 the mail, never quotes the mail, and goes at most once a day per account and
 reason: a loop between us and a misconfigured auto-responder, or a guesser,
-cannot make us mail anyone more than that.
+cannot make us mail anyone more than that.  Who is told about which reason is
+the reply policy's (rules/replies.TREATMENTS); the words are the templates'.
 """
 
 from __future__ import annotations
@@ -13,51 +14,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from countersign.rules.replies import Reason
 from countersign.rules.states import NoticeKind
 from countersign.store.models import Account, ChangeRequest, OutboxMessage
 from countersign.workflow.notices import queue_notice
 
 ANSWER_EVERY = timedelta(days=1)
-
-# Reason code -> the line shown after "Reason:" in the recipient's language.
-# No line of a notice may begin with a command word: these follow "Reason:".
-REASONS: dict[str, dict[str, str]] = {
-    "unknown-code": {
-        "en": "this validation code is not valid for this request "
-        "(a newer message may have replaced it)",
-        "fr": "ce code de validation n'est pas valable pour cette demande "
-        "(un message plus récent l'a peut-être remplacé)",
-    },
-    "used": {
-        "en": "you have already answered this request",
-        "fr": "vous avez déjà répondu à cette demande",
-    },
-    "closed": {
-        "en": "this request no longer waits for answers",
-        "fr": "cette demande n'attend plus de réponse",
-    },
-    "expired": {
-        "en": "this request has expired",
-        "fr": "cette demande a expiré",
-    },
-    "ambiguous": {
-        "en": "your message holds both an acceptance and a refusal",
-        "fr": "votre message contient à la fois une acceptation et un refus",
-    },
-    "no-command": {
-        "en": "the first lines of your message hold neither ACCEPT nor DECLINE",
-        "fr": "les premières lignes de votre message ne contiennent ni ACCEPTER ni REFUSER",
-    },
-    "no-code": {
-        "en": "your message holds no validation code",
-        "fr": "votre message ne contient aucun code de validation",
-    },
-}
-
-
-def reason_text(reason: str, language: str) -> str:
-    texts = REASONS.get(reason, REASONS["unknown-code"])
-    return texts.get(language, texts["en"])
 
 
 def answer(
@@ -65,7 +27,7 @@ def answer(
     *,
     account: Account,
     request: ChangeRequest,
-    reason: str,
+    reason: Reason,
     now: datetime,
     domain: str,
 ) -> bool:
@@ -79,12 +41,13 @@ def answer(
         request=request,
         now=now,
         domain=domain,
-        context={"reason": reason_text(reason, account.language), "reason_code": reason},
+        # Its words are the templates' (templates/{lang}/words.j2 `reasons`), by this code.
+        context={"reason_code": str(reason)},
     )
     return True
 
 
-def answered_lately(session: Session, account_id: int, reason: str, now: datetime) -> bool:
+def answered_lately(session: Session, account_id: int, reason: Reason, now: datetime) -> bool:
     # Few rows per account and day: the reason is compared here, not in JSON SQL
     # (which SQLite and PostgreSQL spell differently).
     contexts = session.scalars(

@@ -18,9 +18,9 @@ from countersign.rules.states import State
 from countersign.store.db import Store
 from countersign.store.models import ChangeRequest, HookDelivery, Service
 from countersign.workflow.hook_queue import delivered, failed
+from countersign.workflow.lifecycle import finish, load_request, record
 from countersign.workflow.outbox import RetryPolicy
 from countersign.workflow.policy import Policy
-from countersign.workflow.requests import finish, load_request, record
 
 
 def set_contacts(service: Service, request: ChangeRequest) -> None:

@@ -15,7 +15,7 @@ from countersign.store.db import Store
 from countersign.store.models import Account, Service
 from countersign.workflow.errors import NotFound
 from countersign.workflow.facts import find_account, find_service
-from countersign.workflow.requests import record, utcnow
+from countersign.workflow.lifecycle import record, utcnow
 from countersign.workflow.views import account_json, contact_types_of, service_json
 
 LANGUAGES = ("en", "fr")

@@ -4,8 +4,9 @@ command line, a 4xx on the API, a command-result mail or a page."""
 from __future__ import annotations
 
 from countersign.rules.contacts import Refusal
+from countersign.rules.replies import Reason
 
-__all__ = ["BadCode", "NotFound", "Refusal"]
+__all__ = ["BadCode", "CodeRefused", "NotFound", "Refusal"]
 
 
 class NotFound(Refusal):
@@ -31,3 +32,17 @@ class BadCode(Refusal):
         super().__init__(code, message)
         self.account_id = account_id
         self.request_id = request_id
+
+
+class CodeRefused(BadCode):
+    """A code refused by the reply policy: its ``reason`` is one of rules/replies.Reason."""
+
+    def __init__(
+        self,
+        reason: Reason,
+        message: str,
+        account_id: int | None = None,
+        request_id: int | None = None,
+    ) -> None:
+        super().__init__(str(reason), message, account_id, request_id)
+        self.reason = reason

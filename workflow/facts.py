@@ -16,6 +16,11 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+def owner_addresses(account: Account) -> frozenset[str]:
+    """The addresses a mail from ``account`` may come from (rules/replies.sender_matches)."""
+    return frozenset({account.email, normalize_email(account.mail_address)})
+
+
 def account_facts(account: Account) -> AccountFacts:
     return AccountFacts(
         email=account.email,

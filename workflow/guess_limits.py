@@ -27,14 +27,14 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
+from countersign.rules.replies import Reason, request_flooded, source_locked
 from countersign.store.db import append
 from countersign.store.models import WrongCode
-from countersign.workflow.errors import BadCode
+from countersign.workflow.errors import CodeRefused
 from countersign.workflow.policy import Policy
 
-# The refusals that a guess (or a forgery with someone else's code) gets; the
-# others ("used", "closed", "expired") are answers to a real code, never counted.
-GUESSES = frozenset({"unknown-code", "sender-mismatch"})
+# Which refusals are guesses (or forgeries with someone else's code) is the reply
+# policy's (rules/replies.GUESSES); "used", "closed", "expired" answer a real code.
 MAX_SOURCE = 64
 
 
@@ -53,14 +53,14 @@ def source_key(address: str) -> str:
 
 def wrong_code(
     session: Session,
-    bad: BadCode,
+    bad: CodeRefused,
     *,
     source: str | None,
     request_id: int | None,
     via: str,
     now: datetime,
     policy: Policy,
-) -> tuple[BadCode, bool]:
+) -> tuple[CodeRefused, bool]:
     """Count one wrong code; the refusal to give and whether to record it in the audit trail."""
     if source is None:
         return bad, True  # the operator's command line
@@ -72,22 +72,23 @@ def wrong_code(
     return bad, True
 
 
-def locked(message: str) -> BadCode:
-    return BadCode("locked", message)
+def locked(message: str) -> CodeRefused:
+    return CodeRefused(Reason.LOCKED, message)
 
 
 def source_limited(session: Session, source: str, now: datetime, policy: Policy) -> bool:
     """Whether ``source`` has used up its wrong codes for now (a read only)."""
     if policy.bad_code_limit <= 0:
-        return False
-    return _count(session, WrongCode.source == source, now, policy) >= policy.bad_code_limit
+        return False  # no limit: nothing to count
+    seen = _count(session, WrongCode.source == source, now, policy)
+    return source_locked(seen, policy.bad_code_limit)
 
 
 def request_limited(session: Session, request_id: int, now: datetime, policy: Policy) -> bool:
     if policy.bad_code_request_limit <= 0:
-        return False
+        return False  # no limit: nothing to count
     seen = _count(session, WrongCode.request_id == request_id, now, policy)
-    return seen > policy.bad_code_request_limit
+    return request_flooded(seen, policy.bad_code_request_limit)
 
 
 def _count(session: Session, where: ColumnElement[bool], now: datetime, policy: Policy) -> int:

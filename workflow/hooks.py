@@ -1,11 +1,11 @@
 """Events handed to the systems of record: queued in the transaction of the act.
 
 Every state change of a request and every validator decision is already an
-audit event (workflow.requests.record); for each one of a type a webhook
+audit event (workflow.lifecycle.record); for each one of a type a webhook
 endpoint wants, a ``hook_deliveries`` row is appended beside it, in the same
 transaction, with the request as it is at that moment.  The applier's
 ``request.apply`` is queued the same way when a request reaches ``doing``.
-Nothing here talks to the network: gateway/hooks.py sends what is due.
+Nothing here talks to the network: gateway/hooks/sender.py sends what is due.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from countersign.rules.contacts import Refusal
 from countersign.store.db import Store
 from countersign.store.models import Account, Service
 from countersign.workflow.directory import AccountChanges, parse_balance, valid_changes, valid_email
-from countersign.workflow.requests import record, utcnow
+from countersign.workflow.lifecycle import record, utcnow
 
 ACCOUNT_KEYS = {"account", "zone", "contactEmail", "language", "paymentMethodValid", "balanceDue"}
 SERVICE_KEYS = {"service", "contactAdmin", "contactTech", "contactBilling"}

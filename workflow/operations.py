@@ -28,7 +28,7 @@ from countersign.store.models import (
 )
 from countersign.workflow.codes import hash_code, new_code
 from countersign.workflow.errors import NotFound, Refusal
-from countersign.workflow.requests import utcnow
+from countersign.workflow.lifecycle import utcnow
 from countersign.workflow.views import iso
 
 FINISHED = tuple(str(s) for s in State if s in FINAL_STATES)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, aliased
 
 from countersign.store.db import Store
 from countersign.store.models import Account, ChangeRequest, OutboxMessage, Service, Validator
-from countersign.workflow.requests import record
+from countersign.workflow.lifecycle import record
 from countersign.workflow.views import request_view, validator_view
 
 RETRY_CAP = timedelta(hours=1)

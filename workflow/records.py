@@ -17,7 +17,7 @@ from countersign.store.db import Store
 from countersign.store.models import Account
 from countersign.workflow.errors import NotFound
 from countersign.workflow.facts import find_account, find_service, open_contact_types
-from countersign.workflow.requests import record, utcnow
+from countersign.workflow.lifecycle import record, utcnow
 from countersign.workflow.views import account_json, service_json
 
 _ROLE = {ContactType.ADMIN: "admin", ContactType.TECH: "tech", ContactType.BILLING: "billing"}

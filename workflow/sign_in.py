@@ -22,8 +22,8 @@ from countersign.store.models import Account, SignInLink, WebSession
 from countersign.workflow import send_limits
 from countersign.workflow.directory import valid_email
 from countersign.workflow.facts import find_account, normalize_email
+from countersign.workflow.lifecycle import record
 from countersign.workflow.notices import queue_notice
-from countersign.workflow.requests import record
 from countersign.workflow.send_limits import SendLimits
 
 MAX_CLIENT = 64

@@ -20,8 +20,8 @@ from countersign.store.db import Store
 from countersign.store.models import ChangeRequest, Service
 from countersign.workflow import hooks
 from countersign.workflow.facts import account_facts, accounts_by_email, service_facts
+from countersign.workflow.lifecycle import finish, issue_code, load_request, move, record, utcnow
 from countersign.workflow.policy import Policy
-from countersign.workflow.requests import finish, issue_code, load_request, move, record, utcnow
 
 BATCH = 100
 

@@ -36,7 +36,7 @@ def send_test(config: Config, url: str, secret: str | None) -> dict[str, Any]:
     # Imported here: httpx and the sender are not worth loading for every command.
     import httpx
 
-    from countersign.gateway.hooks import post
+    from countersign.gateway.hooks.sender import post
 
     body: dict[str, Any] = {"id": new_event_id(), "type": "ping"}
     body |= {"created": iso(datetime.now(UTC)), "request": None, "data": {}}

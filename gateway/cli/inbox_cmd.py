@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from countersign.gateway.cli.base import App, acts, emit, json_option, pass_app
-from countersign.workflow import inbox
+from countersign.workflow import inbox_views as inbox
 
 
 def summarize_inbox(m: dict[str, Any]) -> str:

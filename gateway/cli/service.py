@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from countersign.config import Config, flat_values, inspect_config
-from countersign.gateway import logs, render
+from countersign.gateway import logs
+from countersign.gateway.mail_out import render
 from countersign.gateway.systemd import Notifier
 
 log = logging.getLogger("countersign")

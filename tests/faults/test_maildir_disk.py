@@ -22,9 +22,9 @@ from sqlalchemy import func, select
 
 from bench.seeding import seed_requests
 from countersign.config import Config
-from countersign.gateway.composing import Ready
-from countersign.gateway.delivery import Deliverer
-from countersign.gateway.maildir import MaildirTransport
+from countersign.gateway.mail_out.delivery import Deliverer
+from countersign.gateway.mail_out.maildir import MaildirTransport
+from countersign.gateway.mail_out.wire import Ready
 from countersign.store.db import Store
 from countersign.store.models import OutboxMessage
 from tests.cli_helpers import fresh_database

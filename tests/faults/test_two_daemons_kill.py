@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from countersign.gateway.delivery import CONNECTIONS
+from countersign.gateway.mail_out.delivery import CONNECTIONS
 from countersign.store.db import Store
 from tests.faults.harness import (
     Daemon,

@@ -28,17 +28,17 @@ from starlette.exceptions import HTTPException
 
 from countersign.config import Config
 from countersign.gateway import metrics
-from countersign.gateway.account_pages import account_router
-from countersign.gateway.account_web import AccountSite, loggable_path
-from countersign.gateway.api import Unauthorized, api_router
-from countersign.gateway.composing import look_of
-from countersign.gateway.outage import install_outage_handler
-from countersign.gateway.pages import Pages, page_router
+from countersign.gateway.look import look_of
 from countersign.gateway.sources import ClientSources
+from countersign.gateway.web.account_pages import account_router
+from countersign.gateway.web.account_web import AccountSite, loggable_path
+from countersign.gateway.web.api import Unauthorized, api_router
+from countersign.gateway.web.outage import install_outage_handler
+from countersign.gateway.web.page import Pages, page_router
 from countersign.rules.contacts import Refusal
 from countersign.store.db import Store
+from countersign.workflow.lifecycle import utcnow
 from countersign.workflow.policy import Policy
-from countersign.workflow.requests import utcnow
 from countersign.workflow.send_limits import LimitReached, key_limits
 
 log = logging.getLogger("countersign.web")

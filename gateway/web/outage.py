@@ -14,13 +14,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from countersign.gateway.pages import Pages, preferred_language
+from countersign.gateway.web.page import Pages, preferred_language
 
 log = logging.getLogger("countersign.web")
 RETRY_AFTER = "30"  # seconds: about how long a database failover takes
 
 
-ErrorResponse = Callable[..., Response]  # gateway.web.error_response: the API's error shape
+ErrorResponse = Callable[..., Response]  # gateway.web.app.error_response: the API's error shape
 
 
 def install_outage_handler(app: FastAPI, pages: Pages, error_response: ErrorResponse) -> None:

@@ -12,21 +12,26 @@ Order of the questions, as the contract asks:
    reports, mailing lists, out-of-office subjects)? -> "automated".
    Neither is ever a command, even when it quotes ACCEPT.
 3. Otherwise read the Subject and the first new lines for a command.
+
+The one Reading (rules/readings.py) also carries what the headers say whatever
+the body does: the Message-ID (workflow/message_ids.py, the rule storing uses),
+the From, the trusted server's DMARC verdict and the notices of ours replied to
+(gateway/mail_in/reading_headers.py). Every later step uses it; nothing parses again.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
+from countersign.config import Config
 from countersign.gateway.comments import comment_of
-from countersign.gateway.reading_auto import classify
-from countersign.gateway.reading_commands import Verdict, judge
-from countersign.gateway.reading_mime import (
+from countersign.gateway.mail_in.reading_auto import classify
+from countersign.gateway.mail_in.reading_commands import Verdict, judge
+from countersign.gateway.mail_in.reading_headers import dmarc_passed, headers_of, our_references
+from countersign.gateway.mail_in.reading_mime import (
     HEADER_CAP,
     Unreadable,
     address_in,
@@ -34,31 +39,31 @@ from countersign.gateway.reading_mime import (
     header_text,
     parse,
 )
-from countersign.gateway.reading_quotes import library_reply, new_lines
+from countersign.gateway.mail_in.reading_quotes import library_reply, new_lines
 from countersign.rules.names import unseen
+from countersign.rules.readings import Reading, Said
 from countersign.workflow.codes import normalize_code, stand_in_hash
+from countersign.workflow.message_ids import content_key, message_key
 
-OUTCOMES = ("accept", "decline", "ambiguous", "no-command", "automated", "bounce", "malformed")
-MAX_MESSAGE_ID = 250  # longer is not a real Message-ID; fall back to the content hash
+OUTCOMES = tuple(Said)
 MAX_ADDRESSES = 50
-
-_MESSAGE_ID = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
-_BRACKETED_ID = re.compile(r"<([^<>\s]{1,250})>")  # "<id> (comment)" happens
 
 
 @dataclass(frozen=True)
-class Reading:
-    """What one inbound message says."""
+class InboundSettings:
+    """Where replies come to, and which server's verdict on senders is trusted."""
 
-    message_id: str  # Message-ID without <>, or "sha256:<hex of raw bytes>" when absent
-    sender: str | None  # From address, lowercased, None if unparseable
-    outcome: str  # one of OUTCOMES
-    code: str | None  # from the command line, else from the +CODE of the address
-    reason: str  # short human text for logs and audit
-    bounced_recipients: tuple[str, ...] = ()
-    bounced_request: int | None = None
-    bounced_kind: str | None = None
-    comment: str | None = None  # the rest of the command line (new text only), no code
+    reply_local: str = "confirm"
+    mail_domain: str = "countersign.localhost"
+    trusted_authserv_id: str | None = None  # None: every sender is taken as authenticated
+
+    @classmethod
+    def from_config(cls, config: Config) -> InboundSettings:
+        return cls(
+            reply_local=config.mail.reply_local,
+            mail_domain=config.mail.domain,
+            trusted_authserv_id=config.inbound.trusted_authserv_id or None,
+        )
 
 
 def read_message(
@@ -68,37 +73,19 @@ def read_message(
     envelope_sender: str | None,
     reply_local: str = "confirm",
     mail_domain: str = "countersign.localhost",
+    trusted_authserv_id: str | None = None,
 ) -> Reading:
     """Read a raw message. `recipients` are the SMTP RCPT TOs (empty when read over IMAP)."""
-    return read_parsed(
-        raw,
-        recipients=recipients,
-        envelope_sender=envelope_sender,
-        reply_local=reply_local,
-        mail_domain=mail_domain,
-    )[0]
-
-
-def read_parsed(
-    raw: bytes,
-    *,
-    recipients: Sequence[str],
-    envelope_sender: str | None,
-    reply_local: str = "confirm",
-    mail_domain: str = "countersign.localhost",
-) -> tuple[Reading, Message | None]:
-    """read_message, plus the message it parsed (None when it was not read): its headers
-    serve the caller's own checks without a second parse."""
+    settings = InboundSettings(reply_local, mail_domain, trusted_authserv_id)
     try:
         data = bytes(raw)
-        msg = parse(data)
-        return _read(msg, data, recipients, envelope_sender, reply_local, mail_domain), msg
+        return _read(parse(data), data, recipients, envelope_sender, settings)
     except Unreadable as exc:
-        return _malformed(raw, str(exc)), None
+        return _malformed(raw, str(exc))
     except Exception as exc:
         # The contract: never raise on any input. Whatever slipped past the checks
         # (a library bug, a pathological MIME tree) is reported, not propagated.
-        return _malformed(raw, f"unreadable message ({type(exc).__name__})"), None
+        return _malformed(raw, f"unreadable message ({type(exc).__name__})")
 
 
 def _read(
@@ -106,16 +93,18 @@ def _read(
     raw: bytes,
     recipients: Sequence[str],
     envelope_sender: str | None,
-    reply_local: str,
-    mail_domain: str,
+    settings: InboundSettings,
 ) -> Reading:
-    message_id = _message_id(msg, raw)
+    message_id = message_key(raw)
     forged = _from_problem(msg)
     if forged is not None:
         # Whose mail is it? Reading the first From would let a forger pick: nobody's.
-        return Reading(message_id, None, "malformed", None, forged)
+        return Reading(message_id, None, Said.MALFORMED, None, forged, authenticated=False)
     sender = _sender(msg)
-    address_code = _address_code(msg, recipients, reply_local, mail_domain)
+    address_code = _address_code(msg, recipients, settings.reply_local, settings.mail_domain)
+    headers = headers_of(msg, raw)
+    authenticated = dmarc_passed(headers, settings.trusted_authserv_id)
+    replied_to = our_references(headers, settings.mail_domain)
     automation = classify(msg, raw, envelope_sender)
     if automation is not None:
         return Reading(
@@ -127,11 +116,21 @@ def _read(
             automation.bounced_recipients,
             automation.bounced_request,
             automation.bounced_kind,
+            authenticated=authenticated,
+            replied_to=replied_to,
         )
     verdict = _read_commands(msg)
-    code = verdict.code or address_code
-    comment = comment_of(verdict.rest) if verdict.outcome in ("accept", "decline") else None
-    return Reading(message_id, sender, verdict.outcome, code, verdict.reason, comment=comment)
+    commanded = verdict.outcome in (Said.ACCEPT, Said.DECLINE)
+    return Reading(
+        message_id,
+        sender,
+        verdict.outcome,
+        verdict.code or address_code,
+        verdict.reason,
+        authenticated=authenticated,
+        replied_to=replied_to,
+        comment=comment_of(verdict.rest) if commanded else None,
+    )
 
 
 def _read_commands(msg: Message) -> Verdict:
@@ -150,22 +149,12 @@ def _read_commands(msg: Message) -> Verdict:
 
 
 def _malformed(raw: object, reason: str) -> Reading:
-    return Reading(_raw_id(raw), None, "malformed", None, reason)
-
-
-def _raw_id(raw: object) -> str:
-    data = raw if isinstance(raw, bytes | bytearray | memoryview) else repr(raw).encode()
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _message_id(msg: Message, raw: bytes) -> str:
-    """The Message-ID without <>; a missing or unusable one falls back to the content hash."""
-    value = header_text(msg, "Message-ID")
-    bracketed = _BRACKETED_ID.search(value)
-    value = bracketed.group(1) if bracketed else value.strip()
-    if value and len(value) <= MAX_MESSAGE_ID and _MESSAGE_ID.match(value):
-        return value
-    return _raw_id(raw)
+    """Nothing in an unreadable message is vouched for, nor answers any notice of ours."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        key = message_key(bytes(raw))
+    else:
+        key = content_key(repr(raw).encode())
+    return Reading(key, None, Said.MALFORMED, None, reason, authenticated=False)
 
 
 def _from_problem(msg: Message) -> str | None:

@@ -19,7 +19,7 @@ import httpx
 
 from countersign.config import Config, parse_duration
 from countersign.gateway import metrics
-from countersign.gateway.signing import sign
+from countersign.gateway.hooks.signing import sign
 from countersign.store.db import Store
 from countersign.store.leases import give_back
 from countersign.store.models import HookDelivery

@@ -18,7 +18,7 @@ from email.utils import parseaddr
 
 import html2text
 
-from countersign.gateway.reading_signatures import (
+from countersign.gateway.mail_in.reading_signatures import (
     cut_plain_at,
     first_signature_line,
     signature_spans,

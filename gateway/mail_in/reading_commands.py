@@ -11,10 +11,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from countersign.rules.readings import Said
 from countersign.workflow.codes import normalize_code, stand_in_hash
 
-ACCEPT = "accept"
-DECLINE = "decline"
+ACCEPT = Said.ACCEPT
+DECLINE = Said.DECLINE
 ACCEPT_WORDS = frozenset({"accept", "approve", "confirm", "accepter"})
 DECLINE_WORDS = frozenset({"decline", "refuse", "reject", "refuser"})
 ALONE_WORDS = {"yes": ACCEPT, "oui": ACCEPT, "no": DECLINE, "non": DECLINE}
@@ -40,7 +41,7 @@ _FORWARD_PREFIXES = frozenset({"fwd", "fw", "tr", "wg"})
 class Command:
     """One command line: the decision, the code written on it, and what else it says."""
 
-    decision: str
+    decision: Said
     code: str | None
     rest: str = ""  # what follows the command word: "Decline: wrong account" -> ": wrong account"
 
@@ -49,7 +50,7 @@ class Command:
 class Verdict:
     """What the subject and new lines say together."""
 
-    outcome: str  # accept, decline, ambiguous or no-command
+    outcome: Said  # accept, decline, ambiguous or no-command
     code: str | None  # from a command line; the caller falls back to the address
     reason: str
     rest: str = ""  # the rest of the deciding command line (gateway/comments.py reads it)
@@ -118,12 +119,12 @@ def judge(subject: str, lines: Sequence[str]) -> Verdict:
     found = [(where, cmd) for where, line in places if (cmd := parse_command(line)) is not None]
     decisions = {cmd.decision for _, cmd in found}
     if len(decisions) > 1:
-        return Verdict("ambiguous", _first_code(found), "both ACCEPT and DECLINE")
+        return Verdict(Said.AMBIGUOUS, _first_code(found), "both ACCEPT and DECLINE")
     if not found:
         reason = "no command in subject or first lines"
         if forwarded:
             reason = "forwarded, no command in new text"
-        return Verdict("no-command", None, reason)
+        return Verdict(Said.NO_COMMAND, None, reason)
     where, first = found[0]
     reason = f"{first.decision.upper()} in {where}"
     return Verdict(first.decision, _first_code(found), reason, first.rest)

@@ -16,9 +16,9 @@ from typing import Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from countersign.gateway.account_web import SESSION_COOKIE, AccountSite, Visit, service_path
 from countersign.gateway.comments import without_codes
-from countersign.gateway.pages import parse_id
+from countersign.gateway.web.account_web import SESSION_COOKIE, AccountSite, Visit, service_path
+from countersign.gateway.web.page import parse_id
 from countersign.rules.contacts import CONTACT_TYPES, ContactType
 from countersign.rules.states import Decision, State
 from countersign.workflow import requests, self_service, sign_in

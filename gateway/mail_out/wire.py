@@ -14,8 +14,9 @@ from email.message import Message
 from email.utils import parseaddr
 
 from countersign.config import Config
-from countersign.gateway.compose import as_bytes, compose_notice
-from countersign.gateway.render import BUILT_IN, Look, render_notice, warm_templates
+from countersign.gateway.look import BUILT_IN, Look, look_of
+from countersign.gateway.mail_out.message import as_bytes, compose_notice
+from countersign.gateway.mail_out.render import render_notice, warm_templates
 from countersign.rules.states import CODE_NOTICES, NoticeKind
 from countersign.workflow.outbox import Envelope
 
@@ -66,15 +67,6 @@ class MailSettings:
     @property
     def envelope_sender(self) -> str:
         return parseaddr(self.from_header)[1]
-
-
-def look_of(config: Config) -> Look:
-    return Look(
-        template_dir=config.templates.dir,
-        brand_name=config.mail.brand_name,
-        support_address=config.mail.support_address,
-        logo_url=config.mail.logo_url,
-    )
 
 
 def compose(envelope: Envelope, settings: MailSettings) -> Message:

@@ -1,7 +1,7 @@
 """SMTP in: replies arrive here (aiosmtpd, on the daemon's own asyncio loop).
 
 A message is answered 250 only once it is stored in the inbox table; the
-reading and acting happen after, from there (gateway/mail_in.py), so a crash
+reading and acting happen after, from there (gateway/mail_in/sweep.py), so a crash
 between the two loses nothing and a slow decision never holds a client.
 Storage that fails answers 451 (try again later), never a 500 that would
 make the sender give up or show it our internals.
@@ -23,7 +23,7 @@ from typing import Protocol, TypeAlias
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from countersign.config import Config
-from countersign.gateway.guesses import CodeRecipients
+from countersign.gateway.mail_in.guesses import CodeRecipients
 from countersign.store.db import Store
 from countersign.workflow.guess_limits import source_key
 from countersign.workflow.inbox import Arrival, store_many, store_received

@@ -22,13 +22,16 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from countersign.gateway import metrics
 from countersign.gateway.comments import without_codes
-from countersign.gateway.render import BUILT_IN, Look, utc_datetime
+from countersign.gateway.look import BUILT_IN, Look
+from countersign.gateway.mail_out.render import utc_datetime
 from countersign.gateway.sources import ClientSources
 from countersign.rules.states import Decision
 from countersign.store.db import Store
 from countersign.templates import TEMPLATE_DIR
 from countersign.workflow import guess_limits, requests
+from countersign.workflow.deciding import find_code
 from countersign.workflow.errors import BadCode, NotFound
+from countersign.workflow.lifecycle import utcnow
 from countersign.workflow.policy import Policy
 from countersign.workflow.views import request_json
 
@@ -106,7 +109,7 @@ def look(store: Store, request_id: int, token: str) -> Sight:
             request = requests.load_request(session, request_id)
         except NotFound:
             return Sight(exists=False)
-        found = requests.find_code(session, token) if token else None
+        found = find_code(session, token) if token else None
         real = found is not None and found.request_id == request_id
         if found is None or not real or found.decision is not None:
             return Sight(exists=True, state=request.state, real_code=real)
@@ -153,7 +156,7 @@ class Pages:
         Counted, not acted on: nothing the request, its validators or the audit
         trail hold changes (mail scanners open links, but with the right code).
         """
-        now = requests.utcnow()
+        now = utcnow()
         with self.store.write() as session:
             if guess_limits.source_limited(session, source, now, self.policy):
                 return True

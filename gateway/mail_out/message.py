@@ -21,7 +21,7 @@ from email.policy import Compat32
 from email.utils import format_datetime
 from io import BytesIO
 
-from countersign.gateway.render import RenderedNotice
+from countersign.gateway.mail_out.render import RenderedNotice
 
 # CR and LF end a header line; the others are line ends to str.splitlines and
 # to some mail programs, so they go too.

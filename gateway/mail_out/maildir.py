@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from countersign.gateway.composing import Outcome, Ready
+from countersign.gateway.mail_out.wire import Outcome, Ready
 
 SUBFOLDERS = ("tmp", "new", "cur")
 FULL_RETRIES = 3  # then the notice is retried later, with backoff, like a relay's 4xx

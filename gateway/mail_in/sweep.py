@@ -1,152 +1,56 @@
 """Mail in, after it is stored: read each inbox message and hand it to the workflow.
 
 Both doors (SMTP, IMAP) store first and answer after; this is the one
-pipeline behind them.  gateway.reading says what a message is (bounce,
-automated, command); here its headers are also checked for the trusted
-server's DMARC verdict and for the notices of ours it replies to.
+pipeline behind them.  gateway.mail_in.reading reads each message once into the
+Reading that the workflow (workflow/inbox_batch.py) acts on.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from functools import partial
-from typing import Any
-
-import authres
 
 from countersign.config import Config
 from countersign.gateway import metrics
+from countersign.gateway.mail_in.reading import InboundSettings, read_message
 from countersign.gateway.offload import WorkerProcess, log_like_the_daemon
-from countersign.gateway.reading import read_parsed
+from countersign.rules.readings import Reading
+from countersign.rules.replies import REFUSALS, Outcome
+from countersign.rules.states import Decision
 from countersign.store.db import Store
 from countersign.store.health import Health
 from countersign.store.leases import give_back
 from countersign.store.models import InboxMessage
 from countersign.workflow import hooks
-from countersign.workflow.inbox import MailReading, Received, process_due
+from countersign.workflow.inbox_batch import Handled, Received, process_due
 from countersign.workflow.policy import Policy
-
-HEADER_BYTES = 256 * 1024  # the header block looked at; a longer one is cut, not parsed whole
-MAX_AUTH_RESULTS = 20
-MAX_REFERENCES = 20
 
 # Replies waiting together that make reading worth a process of its own.  Eight
 # clients sending at once keep batches at about eight; people answering one by
 # one, at one or two.
 BURST = 5
 
-_DECISIONS = {"accepted": "accept", "declined": "decline"}
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-_REFERENCE = re.compile(r"<([^<>\s]{1,250})>")
+# The decisions a reply made (an answer given again changed nothing: not counted).
+_DECISIONS: dict[Handled, Decision] = {
+    Outcome.ACCEPTED: Decision.ACCEPT,
+    Outcome.DECLINED: Decision.DECLINE,
+}
 
 
-@dataclass(frozen=True)
-class InboundSettings:
-    reply_local: str = "confirm"
-    mail_domain: str = "countersign.localhost"
-    trusted_authserv_id: str | None = None
-
-    @classmethod
-    def from_config(cls, config: Config) -> InboundSettings:
-        return cls(
-            reply_local=config.mail.reply_local,
-            mail_domain=config.mail.domain,
-            trusted_authserv_id=config.inbound.trusted_authserv_id or None,
-        )
-
-
-def read_inbound(item: Received, settings: InboundSettings) -> MailReading:
-    """What one stored message says, and whether its sender is vouched for."""
-    reading, parsed = read_parsed(
+def read_inbound(item: Received, settings: InboundSettings) -> Reading:
+    """What one stored message says, and whether its sender is vouched for: one parse."""
+    return read_message(
         item.raw,
         recipients=item.recipients,
         envelope_sender=item.envelope_from,
         reply_local=settings.reply_local,
         mail_domain=settings.mail_domain,
+        trusted_authserv_id=settings.trusted_authserv_id,
     )
-    headers = _headers(parsed, item.raw)
-    return MailReading(
-        message_id=reading.message_id,
-        sender=reading.sender,
-        outcome=reading.outcome,
-        code=reading.code,
-        reason=reading.reason,
-        bounced_recipients=reading.bounced_recipients,
-        bounced_request=reading.bounced_request,
-        comment=reading.comment,
-        authenticated=dmarc_passed(headers, settings.trusted_authserv_id),
-        replied_to=our_references(headers, settings.mail_domain),
-    )
-
-
-def header_block(raw: bytes) -> Message:
-    """The headers alone (cheap: no MIME parse), for the two checks below."""
-    head = raw[:HEADER_BYTES]
-    end = _HEADER_END.search(head)
-    return BytesHeaderParser(policy=compat32).parsebytes(head[: end.start()] if end else head)
-
-
-def _headers(parsed: Message | None, raw: bytes) -> Message:
-    """The reader's own parse when its headers are header_block's, saving a second parse.
-
-    Both are compat32 parses of the same bytes up to the first empty line; they
-    differ only when that line lies past HEADER_BYTES (header_block cuts there).
-    """
-    if parsed is not None and _HEADER_END.search(raw, 0, HEADER_BYTES) is not None:
-        return parsed
-    return header_block(raw)
-
-
-def dmarc_passed(headers: Message, trusted: str | None) -> bool:
-    """True without a trusted server configured; else its topmost verdict must say dmarc=pass.
-
-    Only headers the trusted server wrote count.  Its topmost one is taken: a
-    sender can write an Authentication-Results of its own, but below it, since
-    the trusted server adds its header on top when the mail reaches it.
-    """
-    if trusted is None:
-        return True
-    for value in (headers.get_all("Authentication-Results") or [])[:MAX_AUTH_RESULTS]:
-        parsed = _auth_results(value)
-        if parsed is None or str(parsed.authserv_id).lower() != trusted.lower():
-            continue
-        return any(
-            str(result.method).lower() == "dmarc" and str(result.result).lower() == "pass"
-            for result in parsed.results
-        )
-    return False
-
-
-def _auth_results(value: object) -> Any:
-    """The parsed header, or None when it does not parse (then it vouches for nothing)."""
-    try:
-        return authres.AuthenticationResultsHeader.parse_value(_unfold(value))
-    except Exception:  # authres raises its own syntax errors, and worse on junk
-        return None
-
-
-def our_references(headers: Message, mail_domain: str) -> tuple[str, ...]:
-    """The Message-IDs of our own domain in In-Reply-To and References (as <id>)."""
-    suffix = "@" + mail_domain.lower()
-    found: list[str] = []
-    for name in ("In-Reply-To", "References"):
-        for value in (headers.get_all(name) or [])[:MAX_REFERENCES]:
-            for match in _REFERENCE.finditer(_unfold(value)[:20_000]):
-                if match.group(1).lower().endswith(suffix) and f"<{match.group(1)}>" not in found:
-                    found.append(f"<{match.group(1)}>")
-    return tuple(found[:MAX_REFERENCES])
-
-
-def _unfold(value: object) -> str:
-    return re.sub(r"\r?\n", " ", str(value))
 
 
 class MailIn:
@@ -167,7 +71,7 @@ class MailIn:
         config: Config,
         *,
         offload: bool | None = None,
-        on_outcome: Callable[[Outcome], None] | None = None,
+        on_outcome: Callable[[InboxResult], None] | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -180,7 +84,7 @@ class MailIn:
             "mail-in", partial(start_processing, logging.getLogger().level), enabled=offload
         )
 
-    def read(self, item: Received) -> MailReading:
+    def read(self, item: Received) -> Reading:
         return read_inbound(item, self.settings)
 
     def process_due(self, now: datetime | None = None) -> int:
@@ -202,7 +106,7 @@ class MailIn:
             for topic in elsewhere.woken:  # its commits' wake-ups, for this process's sweeps
                 self.store.fire(topic)
             return len(elsewhere.outcomes)
-        outcomes: list[Outcome] = []
+        outcomes: list[InboxResult] = []
         handled = process_due(
             self.store,
             self.policy,
@@ -216,7 +120,7 @@ class MailIn:
             self.worker.start()  # returns at once; used from a later pass on
         return handled
 
-    def _counted(self, outcomes: Sequence[Outcome]) -> None:
+    def _counted(self, outcomes: Sequence[InboxResult]) -> None:
         for outcome in outcomes:
             _count(outcome)
             if self.on_outcome is not None:
@@ -228,12 +132,12 @@ class MailIn:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What became of one inbox message."""
+class InboxResult:
+    """What became of one inbox message, for /metrics."""
 
     inbox_id: int
     channel: str
-    outcome: str
+    outcome: Handled
     committed: float  # time.time() once its batch committed
 
 
@@ -241,13 +145,13 @@ class Outcome:
 class Processed:
     """What a pass in the mail-in process did: each message's outcome, and the topics woken."""
 
-    outcomes: list[Outcome]
+    outcomes: list[InboxResult]
     woken: list[str]
 
 
-def _note(outcomes: list[Outcome], item: Received, outcome: str) -> None:
+def _note(outcomes: list[InboxResult], item: Received, outcome: Handled) -> None:
     # Called once the batch has committed (or the message was dealt with alone).
-    outcomes.append(Outcome(item.id, item.channel, outcome, time.time()))
+    outcomes.append(InboxResult(item.id, item.channel, outcome, time.time()))
 
 
 PASS = 0.5  # seconds of batches per call into the mail-in process, at most
@@ -262,7 +166,7 @@ def process_elsewhere(config: Config, now: datetime | None, owner: int | None) -
     process, whose threads wait for the GIL its event loop holds under load.
     """
     mail_in, woken = _mail_in_here(config)
-    outcomes: list[Outcome] = []
+    outcomes: list[InboxResult] = []
     woken.clear()
     deadline = time.monotonic() + PASS
     while time.monotonic() < deadline:
@@ -298,12 +202,12 @@ def start_processing(level: int) -> None:
     read_inbound(Received(0, "smtp", sample, (), None, 1), InboundSettings())
 
 
-def _count(done: Outcome) -> None:
-    metrics.count_mail_received(done.outcome)
+def _count(done: InboxResult) -> None:
+    metrics.count_mail_received(str(done.outcome))
     if done.outcome in _DECISIONS:
-        metrics.count_command(_DECISIONS[done.outcome], done.channel)
-    elif done.outcome.startswith("refused:"):
+        metrics.count_command(str(_DECISIONS[done.outcome]), done.channel)
+    elif done.outcome in REFUSALS:
         metrics.count_command("invalid", done.channel)
 
 
-__all__: Sequence[str] = ["InboundSettings", "MailIn", "dmarc_passed", "read_inbound"]
+__all__: Sequence[str] = ["InboundSettings", "MailIn", "read_inbound"]

@@ -17,25 +17,15 @@ import jinja2
 from jinja2.environment import TemplateModule
 from jinja2.runtime import Macro
 
+from countersign.gateway.look import BUILT_IN, Look
 from countersign.gateway.marks import SUBJECT_PREFIX
+from countersign.rules.contacts import CONTACT_TYPES as ALL_CONTACT_TYPES
+from countersign.rules.states import NoticeKind
 from countersign.templates import TEMPLATE_DIR
 
-KINDS = frozenset(
-    {
-        "confirm-request",
-        "reminder",
-        "accepted-waiting",
-        "completed",
-        "previous-contact-notice",
-        "refused",
-        "expired",
-        "aborted",
-        "error",
-        "command-result",
-        "sign-in",
-    }
-)
-CONTACT_TYPES = frozenset({"contactAdmin", "contactTech", "contactBilling"})
+# The kinds and contact types are the rules' own (rules/states.py, rules/contacts.py).
+KINDS: frozenset[str] = frozenset(NoticeKind)
+CONTACT_TYPES: frozenset[str] = frozenset(ALL_CONTACT_TYPES)
 LANGUAGES = ("en", "fr")
 DEFAULT_LANGUAGE = "en"
 
@@ -46,31 +36,6 @@ _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Bidirectional overrides can make an address display as another one.
 _BIDI_CONTROLS = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _BLANK_RUNS = re.compile(r"\n{3,}")
-
-
-@dataclass(frozen=True)
-class Look:
-    """The operator's: a folder of overriding templates, and the brand the notices wear.
-
-    The marks of gateway/marks.py stay as they are whatever the brand: the reply
-    reader cuts a quoted notice at them.
-    """
-
-    template_dir: str = ""  # files here win over templates/ of the same path
-    brand_name: str = "Countersign"
-    support_address: str = ""
-    logo_url: str = ""
-
-    @property
-    def brand(self) -> dict[str, str]:
-        return {
-            "name": self.brand_name or "Countersign",
-            "support": self.support_address,
-            "logo": self.logo_url,
-        }
-
-
-BUILT_IN = Look()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from countersign.gateway.composing import Outcome
+from countersign.gateway.mail_out.wire import Outcome
 from countersign.store.db import Store
 from countersign.workflow.outbox import RetryPolicy, mark_failed, mark_sent
 

@@ -23,13 +23,13 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from countersign.config import Config, parse_duration
-from countersign.gateway.composing import look_of
-from countersign.gateway.pages import LANGUAGES, page_environment, preferred_language
+from countersign.gateway.look import look_of
 from countersign.gateway.sources import ClientSources
+from countersign.gateway.web.page import LANGUAGES, page_environment, preferred_language
 from countersign.store.db import Store
 from countersign.workflow import sign_in
+from countersign.workflow.lifecycle import utcnow
 from countersign.workflow.policy import Policy
-from countersign.workflow.requests import utcnow
 from countersign.workflow.send_limits import SendLimits
 from countersign.workflow.sign_in import SignedIn, SignInSettings
 

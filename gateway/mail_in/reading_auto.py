@@ -15,13 +15,14 @@ from email.parser import HeaderParser
 
 from flufl.bounce import scan_message
 
-from countersign.gateway.reading_mime import (
+from countersign.gateway.mail_in.reading_mime import (
     HEADER_CAP,
     address_in,
     decode_part,
     header_text,
     iter_parts,
 )
+from countersign.rules.readings import Said
 
 BOUNCE_SCAN_BYTES = 256 * 1024  # flufl.bounce's heuristics read every line: feed it a bounded copy
 MAX_BOUNCED = 50
@@ -51,7 +52,7 @@ _KIND = re.compile(r"^[a-z0-9-]{1,40}$")
 class Automation:
     """The verdict on a machine's mail: outcome "bounce" or "automated"."""
 
-    outcome: str
+    outcome: Said
     reason: str
     bounced_recipients: tuple[str, ...] = ()
     bounced_request: int | None = None
@@ -66,9 +67,9 @@ def classify(msg: Message, raw: bytes, envelope_sender: str | None) -> Automatio
         if failed:
             request, kind = _original_marks(msg)
             reason = f"delivery failure for {len(failed)} recipient(s)"
-            return Automation("bounce", reason, failed, request, kind)
+            return Automation(Said.BOUNCE, reason, failed, request, kind)
     reason = _automation_reason(msg, envelope_sender, machine)
-    return Automation("automated", reason) if reason else None
+    return Automation(Said.AUTOMATED, reason) if reason else None
 
 
 def _asked_once(question: Callable[[], bool]) -> Callable[[], bool]:

@@ -24,15 +24,16 @@ from typing import Protocol
 import aiosmtplib
 
 from countersign.config import Config, parse_duration
-from countersign.gateway import composing, metrics
-from countersign.gateway.composing import Composed, Outcome, Ready, compose_all
-from countersign.gateway.composing import (
+from countersign.gateway import metrics
+from countersign.gateway.mail_out import wire as composing
+from countersign.gateway.mail_out.maildir import MaildirTransport
+from countersign.gateway.mail_out.recording import Answered, Recorder
+from countersign.gateway.mail_out.wire import Composed, Outcome, Ready, compose_all
+from countersign.gateway.mail_out.wire import (
     MailSettings as MailSettings,  # imported from here by the benches
 )
-from countersign.gateway.composing import compose as compose
-from countersign.gateway.maildir import MaildirTransport
+from countersign.gateway.mail_out.wire import compose as compose
 from countersign.gateway.offload import WorkerProcess
-from countersign.gateway.recording import Answered, Recorder
 from countersign.store.db import Store
 from countersign.store.leases import give_back
 from countersign.store.models import OutboxMessage

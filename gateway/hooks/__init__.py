@@ -1,0 +1,1 @@
+"""The door to the systems of record: signed webhooks and the applier, over HTTP."""

@@ -1,0 +1,1 @@
+"""Mail in: the SMTP and IMAP doors, the reader, the inbox sweep."""

@@ -1,0 +1,1 @@
+"""Mail out: render, compose, deliver (SMTP relay or Maildir), record."""
