@@ -240,3 +240,19 @@ def test_qp_and_base64_helpers_agree() -> None:
     text = b"ACCEPT AAAAAAAA-BBBBBBBB-CCCCCCCC-DDDDDDDD"
     assert quopri.decodestring(quopri.encodestring(text)) == text
     assert base64.b64decode(base64.encodebytes(text)) == text
+
+
+def test_a_part_declaring_two_encodings_is_cleaned_under_each() -> None:
+    """Found by the fuzzer: an empty Content-Transfer-Encoding, then base64. The library
+    reads the first (so the text looked code-free), a client may read the last."""
+    code = "AAAAAAAA-AAAAAAAA-AAAAAAAA-AAAAAAAA"
+    body = base64.encodebytes(f"Accept\n{code}\n".encode())
+    raw = (
+        b"From: admin@example.com\r\nContent-Transfer-Encoding: \r\n"
+        b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n'
+        b"MIME-Version: 1.0\r\n\r\n" + body
+    )
+    cleaned, _, hashes = redact_message(raw, [])
+    payload = cleaned.split(b"\r\n\r\n", 1)[1]
+    assert code.encode() not in base64.b64decode(payload)
+    assert hashes == [hash_of(code)]

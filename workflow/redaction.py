@@ -100,18 +100,39 @@ def _redact_parts(raw: bytes, found: dict[str, None]) -> bytes:
 
 
 def _redact_part(part: Message, found: dict[str, None]) -> bool:
-    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    if encoding not in ("base64", "quoted-printable"):
-        return False
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return False
-    cleaned = _redact_bytes(payload, found)
-    if cleaned == payload:
-        return False
-    encoded = base64.encodebytes(cleaned) if encoding == "base64" else quopri.encodestring(cleaned)
-    part.set_payload(encoded.decode("ascii"))
-    return True
+    """Take the codes out of the part as decoded under each encoding its headers declare.
+
+    A part may declare two (a mailer's bug, or a trick): the library reads the
+    first, another client may read the last, so every declared one is cleaned.
+    """
+    declared = [str(v).strip().lower() for v in part.get_all("Content-Transfer-Encoding") or []]
+    changed = False
+    for encoding in dict.fromkeys(e for e in declared if e in ("base64", "quoted-printable")):
+        payload = _decoded(part, encoding)
+        if payload is None:
+            continue
+        cleaned = _redact_bytes(payload, found)
+        if cleaned != payload:
+            encoded = (
+                base64.encodebytes(cleaned)
+                if encoding == "base64"
+                else quopri.encodestring(cleaned)
+            )
+            part.set_payload(encoded.decode("ascii"))
+            changed = True
+    return changed
+
+
+def _decoded(part: Message, encoding: str) -> bytes | None:
+    """The part's payload decoded as ``encoding`` (the library's own, lenient decoding)."""
+    text = part.get_payload()
+    if not isinstance(text, str):
+        return None
+    probe = Message()
+    probe["Content-Transfer-Encoding"] = encoding
+    probe.set_payload(text)
+    payload = probe.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else None
 
 
 def _redact_headers(part: Message, found: dict[str, None]) -> bool:
