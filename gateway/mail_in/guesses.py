@@ -10,6 +10,7 @@ shares that address (a large provider's relays carry many people's mail).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -21,6 +22,7 @@ from countersign.workflow import guess_limits
 from countersign.workflow.codes import hash_code, normalize_code
 from countersign.workflow.policy import Policy
 
+log = logging.getLogger("countersign.smtp")
 MAX_CODE_RECIPIENTS = 3
 TOO_MANY = "452 4.5.3 Too many confirmation addresses in one message"
 LIMITED = "450 4.7.1 Too many invalid codes from your address; try again later"
@@ -44,8 +46,15 @@ class CodeRecipients:
             return None
         if sum(1 for r in accepted if self.tag(r) is not None) >= MAX_CODE_RECIPIENTS:
             return TOO_MANY
-        limited = await asyncio.to_thread(self._limited, tag, source)
-        return LIMITED if limited else None
+        if not await asyncio.to_thread(self._limited, tag, source):
+            return None
+        # As for a stored guess past the limit (workflow/deciding.py): the operator sees it.
+        log.warning(
+            "wrong codes from %s past its limit: a recipient refused at RCPT (450)",
+            source,
+            extra={"event": "locked-out", "door": "smtp"},
+        )
+        return LIMITED
 
     def _limited(self, tag: str, source: str) -> bool:
         canonical = normalize_code(tag)
