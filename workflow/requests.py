@@ -135,6 +135,11 @@ def load_request(session: Session, request_id: int, *, lock: bool = False) -> Ch
     return request
 
 
+def load_requests(session: Session, ids: Sequence[int]) -> list[ChangeRequest]:
+    """Several requests with their validators in one statement (rows the caller holds locked)."""
+    return _load_requests(session, ids, lock=False)
+
+
 def _load_requests(session: Session, ids: Sequence[int], *, lock: bool) -> list[ChangeRequest]:
     if not ids:
         return []
