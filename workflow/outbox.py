@@ -19,7 +19,14 @@ from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from countersign.store.db import Store
-from countersign.store.models import Account, ChangeRequest, OutboxMessage, Service, Validator
+from countersign.store.models import (
+    Account,
+    Base,
+    ChangeRequest,
+    OutboxMessage,
+    Service,
+    Validator,
+)
 from countersign.workflow.requests import record
 from countersign.workflow.views import request_view, validator_view
 
@@ -221,7 +228,8 @@ def mark_sent(
     """
     if not outbox_ids:
         return
-    table = OutboxMessage.__table__  # Core: the ORM's bulk update costs more than the statement
+    # Core: the ORM's bulk update (with its session synchronizing) costs more than the statement.
+    table = Base.metadata.tables[OutboxMessage.__tablename__]
     with store.write() as session:
         session.execute(
             update(table)
