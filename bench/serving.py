@@ -227,7 +227,7 @@ def _epoch(at: Any) -> float:
 
 
 def settled(store: Store, replies: int) -> bool:
-    """Every reply decided, every request applied, every notice handed over."""
+    """``replies`` inbox rows done in all, none left, every request applied, every notice out."""
     with store.read() as session:
         left = session.execute(
             text(
