@@ -177,6 +177,10 @@ async def run_daemon(config: Config, stop: asyncio.Event, service: Service | Non
     sweeper = build_sweeper(store, config, deliverer, mail_in) if "sweeps" in doors else None
     watcher = CommitWatcher(store)  # the command line's commits wake the sweeps too
     if sweeper is not None:
+        # Their processes start now, not at the first burst: under a trickle the
+        # composing one never started, and a burst paid the mail-in one's start.
+        deliverer.composer.start()
+        mail_in.worker.start()
         sweeper.start()
         watcher.start()
     imap = start_imap(store, config, heartbeat.worker_id) if "imap" in doors else None

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from countersign.config import Config, DatabaseConfig
-from countersign.gateway.mail_in.sweep import BURST, InboundSettings, MailIn
 from countersign.gateway.mail_in import sweep as mail_in_module
+from countersign.gateway.mail_in.sweep import BURST, InboundSettings, MailIn
 from countersign.rules.contacts import ContactType
 from countersign.rules.readings import Reading
 from countersign.store.db import Store

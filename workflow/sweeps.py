@@ -8,6 +8,7 @@ side without doing the same work; on SQLite, BEGIN IMMEDIATE serialises them.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -17,13 +18,23 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from countersign.rules.contacts import ContactType, Refusal, recheck
 from countersign.rules.states import NoticeKind, State
 from countersign.store.db import Store
-from countersign.store.models import ChangeRequest, Service
+from countersign.store.models import Account, ChangeRequest, Service
 from countersign.workflow import hooks
 from countersign.workflow.facts import account_facts, accounts_by_email, service_facts
-from countersign.workflow.lifecycle import finish, issue_code, load_request, move, record, utcnow
+from countersign.workflow.lifecycle import (
+    finish,
+    issue_code,
+    load_request,
+    load_requests,
+    move,
+    record,
+    utcnow,
+)
 from countersign.workflow.policy import Policy
 
+log = logging.getLogger("countersign.sweeps")
 BATCH = 100
+_READY = ChangeRequest.state == str(State.CHECK_VALIDITY)
 
 
 def _claim(
@@ -46,22 +57,80 @@ def _claim(
 
 
 def apply_ready(store: Store, policy: Policy, *, now: datetime | None = None) -> int:
-    """Apply every request all of whose validators accepted: re-check, then change."""
+    """Apply every request all of whose validators accepted: re-check, then change.
+
+    A batch of requests a transaction (one commit for what accumulated since the
+    last pass, not one per request); if a batch fails, its requests go again one
+    per transaction, where a failure holds back only its own request.
+    """
     handled = 0
     while True:
-        with store.write() as session:
-            claimed = _claim(session, ChangeRequest.state == str(State.CHECK_VALIDITY), 1)
-            if not claimed:
-                return handled
-            _apply(session, load_request(session, claimed[0]), now or utcnow(), policy)
-        handled += 1
+        claimed: list[int] = []
+        try:
+            with store.write() as session:
+                claimed = _claim(session, _READY, BATCH)
+                requests = sorted(load_requests(session, claimed, lock=False), key=lambda r: r.id)
+                accounts = _accounts_named(session, requests)
+                for request in requests:
+                    _apply(session, request, now or utcnow(), policy, accounts)
+        except Exception as error:
+            if store.health.failed(error) or not claimed:
+                raise  # the store is lost (one by one would fail the same way), or no claim
+            log.warning("applying %s requests together failed; one by one", len(claimed))
+            _apply_alone(store, policy, claimed, now)
+        handled += len(claimed)
+        if len(claimed) < BATCH:
+            return handled
 
 
-def _apply(session: Session, request: ChangeRequest, now: datetime, policy: Policy) -> None:
+def _apply_alone(store: Store, policy: Policy, ids: list[int], now: datetime | None) -> None:
+    """Each in its own transaction; the first failure is raised once the others are done."""
+    failure: Exception | None = None
+    for request_id in ids:
+        try:
+            with store.write() as session:
+                if _claim(session, (ChangeRequest.id == request_id) & _READY, 1):
+                    _apply(session, load_request(session, request_id), now or utcnow(), policy)
+        except Exception as error:
+            failure = failure or error
+    if failure is not None:
+        raise failure
+
+
+def _accounts_named(session: Session, requests: list[ChangeRequest]) -> dict[str, Account]:
+    """Every account the batch's re-checks name, by email, in one statement.
+
+    Loaded before any request is applied: a query per request would first flush
+    what the request before it changed (a flush per request instead of one at
+    commit).  Applying changes no account's facts, only who holds a service.
+    """
+    ids = {
+        account_id
+        for r in requests
+        for account_id in (
+            r.asking_account_id,
+            r.to_account_id,
+            r.from_account_id,
+            r.service.admin_id,
+            r.service.tech_id,
+            r.service.billing_id,
+        )
+    }
+    found = session.scalars(select(Account).where(Account.id.in_(ids))) if ids else ()
+    return {account.email: account for account in found}
+
+
+def _apply(
+    session: Session,
+    request: ChangeRequest,
+    now: datetime,
+    policy: Policy,
+    accounts: dict[str, Account] | None = None,
+) -> None:
     service = request.service
     types = tuple(ContactType(t) for t in request.contact_types)
     try:
-        _recheck(session, request, service, types)
+        _recheck(session, request, service, types, accounts)
     except Refusal as refusal:
         request.error = refusal.message
         finish(session, request, State.ERROR, now, policy, reason=refusal.code)
@@ -77,11 +146,18 @@ def _apply(session: Session, request: ChangeRequest, now: datetime, policy: Poli
 
 
 def _recheck(
-    session: Session, request: ChangeRequest, service: Service, types: tuple[ContactType, ...]
+    session: Session,
+    request: ChangeRequest,
+    service: Service,
+    types: tuple[ContactType, ...],
+    loaded: dict[str, Account] | None = None,
 ) -> None:
     holders = [service.admin.email, service.tech.email, service.billing.email]
     named = [request.asking_account.email, request.to_account.email, *holders]
-    accounts = accounts_by_email(session, named)
+    if loaded is None:
+        accounts = accounts_by_email(session, named)
+    else:
+        accounts = {email: loaded[email] for email in named if email in loaded}
     recheck(
         service_facts(service),
         service.domain,

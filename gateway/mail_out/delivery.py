@@ -268,6 +268,7 @@ class Deliverer:
             raise
         finally:
             await self.transport.close()
+        await asyncio.to_thread(self.recorder.scrub)
         return claimed
 
     def _recover(self) -> None:
@@ -317,6 +318,8 @@ class Deliverer:
                     " they will be sent again",
                     self.recorder.kept,
                 )
+        with contextlib.suppress(Exception):  # the store lost: the next start's pass scrubs
+            self.recorder.scrub()
 
     async def _send_all(
         self, prepared: asyncio.Queue[_Batch | None], tasks: asyncio.TaskGroup

@@ -42,6 +42,9 @@ class Recorder:
         self._writer: asyncio.Task[None] | None = None
         self._kept: list[Answered] = []  # the store was lost: recorded when it is back
         self._lock = threading.Lock()
+        # Codes cleared since the last store.scrub(): the write-ahead log still holds
+        # them until then; scrub() once a pass, not a checkpoint per group recorded.
+        self.unscrubbed = False
 
     @property
     def kept(self) -> int:
@@ -91,6 +94,16 @@ class Recorder:
             with self._lock:
                 self._kept.extend(answered)
 
+    def scrub(self) -> None:
+        """Empty the write-ahead log of the codes recorded as sent (SQLite; see store.scrub)."""
+        if self.unscrubbed:
+            self.unscrubbed = False
+            try:
+                self.store.scrub()
+            except BaseException:
+                self.unscrubbed = True  # the next pass tries again
+                raise
+
     def flush_kept(self) -> None:
         """Before a pass claims anything: what was kept goes in first (raises if still lost)."""
         with self._lock:
@@ -108,7 +121,9 @@ class Recorder:
     def write(self, answered: Sequence[Answered]) -> None:
         sent = [(o, at) for o, at in answered if o.error is None]
         if sent:
-            mark_sent(self.store, [o.outbox_id for o, _ in sent], max(at for _, at in sent))
+            ids, last = [o.outbox_id for o, _ in sent], max(at for _, at in sent)
+            mark_sent(self.store, ids, last, scrub=False)
+            self.unscrubbed = True
         failed = [(o, at) for o, at in answered if o.error is not None]
         for outcome, at in failed:
             self._failed(outcome, at)
