@@ -26,7 +26,8 @@ from countersign.gateway.mail_in.sweep import MailIn
 from countersign.gateway.mail_out.delivery import Deliverer
 from countersign.gateway.retention import daily_purge
 from countersign.gateway.template_check import check_templates
-from countersign.gateway.web.app import Health, create_app, create_metrics_app, serve_web
+from countersign.gateway.web.app import Health, create_app, create_metrics_app
+from countersign.gateway.web.server import serve_web
 from countersign.scheduler.heartbeat import Heartbeat
 from countersign.scheduler.sweeper import Sweeper
 from countersign.store.db import Store
@@ -162,6 +163,24 @@ async def open_store(config: Config, options: ServeOptions) -> Store:
     return store
 
 
+def start_sweeps(
+    sweeper: Sweeper, watcher: CommitWatcher, deliverer: Deliverer, mail_in: MailIn
+) -> None:
+    # Their processes start now, not at the first burst: under a trickle the
+    # composing one never started, and a burst paid the mail-in one's start.
+    deliverer.composer.start()
+    mail_in.worker.start()
+    sweeper.start()
+    watcher.start()
+
+
+async def stop_sweeps(sweeper: Sweeper, watcher: CommitWatcher, grace: float) -> None:
+    """No more wakes, the runs in hand finished (up to ``grace`` seconds), then stopped."""
+    await asyncio.to_thread(watcher.stop)
+    await sweeper.drain(grace)
+    sweeper.shutdown()
+
+
 async def run_daemon(config: Config, stop: asyncio.Event, service: Service | None = None) -> None:
     """Everything on one asyncio loop until ``stop`` is set; only the doors asked for."""
     service = service or Service(config, ServeOptions(), stop)
@@ -177,12 +196,7 @@ async def run_daemon(config: Config, stop: asyncio.Event, service: Service | Non
     sweeper = build_sweeper(store, config, deliverer, mail_in) if "sweeps" in doors else None
     watcher = CommitWatcher(store)  # the command line's commits wake the sweeps too
     if sweeper is not None:
-        # Their processes start now, not at the first burst: under a trickle the
-        # composing one never started, and a burst paid the mail-in one's start.
-        deliverer.composer.start()
-        mail_in.worker.start()
-        sweeper.start()
-        watcher.start()
+        start_sweeps(sweeper, watcher, deliverer, mail_in)
     imap = start_imap(store, config, heartbeat.worker_id) if "imap" in doors else None
     web_ready = asyncio.Event()
     health = door_health(sweeper, smtp, imap)
@@ -209,9 +223,7 @@ async def run_daemon(config: Config, stop: asyncio.Event, service: Service | Non
         if imap is not None:
             await asyncio.to_thread(imap.stop)
         if sweeper is not None:
-            await asyncio.to_thread(watcher.stop)
-            await sweeper.drain(grace)
-            sweeper.shutdown()
+            await stop_sweeps(sweeper, watcher, grace)
         await asyncio.to_thread(heartbeat.stop)  # what is still claimed is free at once
         await asyncio.to_thread(deliverer.close)  # after the notices it is composing
         await asyncio.to_thread(mail_in.close)

@@ -77,8 +77,7 @@ def run_importer(source: Path, database: Path) -> float:
     return elapsed
 
 
-def run_baseline(source: Path, database: Path) -> float:
-    """The floor: parse each line and executemany into bare tables, one transaction."""
+def _bare_tables(database: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(database, isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
@@ -91,6 +90,12 @@ def run_baseline(source: Path, database: Path) -> float:
         "CREATE TABLE services (id INTEGER PRIMARY KEY, domain TEXT UNIQUE, admin_id INTEGER,"
         " tech_id INTEGER, billing_id INTEGER, created_at TEXT)"
     )
+    return connection
+
+
+def run_baseline(source: Path, database: Path) -> float:
+    """The floor: parse each line and executemany into bare tables, one transaction."""
+    connection = _bare_tables(database)
     now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
     started = time.perf_counter()
     accounts = []

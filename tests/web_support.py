@@ -26,7 +26,7 @@ from fastapi import FastAPI
 
 from countersign.config import ApiConfig, Config, MailConfig
 from countersign.gateway.mail_out.delivery import Deliverer
-from countersign.gateway.web.app import serve_web
+from countersign.gateway.web.server import serve_web
 from countersign.store.db import Store
 
 KEY = "s3cret-panel-key"

@@ -81,6 +81,12 @@ def _sign_in_routes(router: APIRouter, site: AccountSite) -> None:
         # The same answer whether the address names an account or not.
         return site.render(visit, "check-mail.html.j2")
 
+    _link_routes(router, site)
+
+
+def _link_routes(router: APIRouter, site: AccountSite) -> None:
+    """The mailed link: its page, using it (a session starts), and signing out."""
+
     @router.get("/account/sign-in/{token}")
     def link(request: Request, token: str) -> Response:
         visit = site.visit(request)
@@ -154,22 +160,30 @@ def _contact_routes(router: APIRouter, site: AccountSite) -> None:
             return site.render(visit, "refused.html.j2", 404, reason="no-service")
         given = {"contactAdmin": contactAdmin, "contactTech": contactTech}
         given["contactBilling"] = contactBilling
-        wanted = {ContactType(t): e.strip()[:320] for t, e in given.items() if e.strip()}
-        try:
-            requests.change_contacts(
-                site.store,
-                held["serviceDomain"],
-                visit.account.email,
-                {t: wanted[t] for t in CONTACT_TYPES if t in wanted},
-                site.policy,
-                via="web",
-                now=site.now(),
-                limits=site.limits,
-            )
-        except Refusal as refused:
-            values = {"service": held, "wanted": given, "problem": refused}
-            return site.render(visit, "modify.html.j2", refusal_status(refused), **values)
-        return site.redirect(visit, "account/requests?note=made")
+        return _ask_change(site, visit, held, given)
+
+
+def _ask_change(
+    site: AccountSite, visit: Visit, held: dict[str, Any], given: dict[str, str]
+) -> Response:
+    """The change the form asks for, made; or the form again with the reason it was refused."""
+    assert visit.account is not None
+    wanted = {ContactType(t): e.strip()[:320] for t, e in given.items() if e.strip()}
+    try:
+        requests.change_contacts(
+            site.store,
+            held["serviceDomain"],
+            visit.account.email,
+            {t: wanted[t] for t in CONTACT_TYPES if t in wanted},
+            site.policy,
+            via="web",
+            now=site.now(),
+            limits=site.limits,
+        )
+    except Refusal as refused:
+        values = {"service": held, "wanted": given, "problem": refused}
+        return site.render(visit, "modify.html.j2", refusal_status(refused), **values)
+    return site.redirect(visit, "account/requests?note=made")
 
 
 def _held(site: AccountSite, visit: Visit, service: str) -> dict[str, Any] | None:

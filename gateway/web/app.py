@@ -9,16 +9,12 @@ carries the code in it) and never a body.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -32,7 +28,8 @@ from countersign.gateway.look import look_of
 from countersign.gateway.sources import ClientSources
 from countersign.gateway.web.account_pages import account_router
 from countersign.gateway.web.account_web import AccountSite, loggable_path
-from countersign.gateway.web.api import Unauthorized, api_router
+from countersign.gateway.web.api import api_router
+from countersign.gateway.web.api_shapes import Unauthorized
 from countersign.gateway.web.outage import install_outage_handler
 from countersign.gateway.web.page import Pages, page_router
 from countersign.rules.contacts import Refusal
@@ -276,87 +273,3 @@ def create_app(
 def _check_unique_operations(app: FastAPI) -> None:
     names = [r.name for r in app.routes if isinstance(r, APIRoute) and r.include_in_schema]
     assert len(names) == len(set(names)), "two API routes share an operation id"
-
-
-# --- serving --------------------------------------------------------------------------
-
-
-class WebServerError(RuntimeError):
-    """The web server could not start or stopped by itself."""
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the daemon owns SIGINT and SIGTERM."""
-
-    listening: asyncio.Event | None = None  # set once the socket is bound (systemd's READY)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and self.listening is not None:
-            self.listening.set()
-
-
-class _NoAccessLog(logging.Filter):
-    """uvicorn's access line holds the query string, i.e. the code of a link.
-
-    ``access_log=False`` only unhooks the logger's handlers and propagation, which
-    any later logging configuration can undo; a filter on the logger stays.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return False
-
-
-_NO_ACCESS_LOG = _NoAccessLog()
-
-
-def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
-    logging.getLogger("uvicorn.access").addFilter(_NO_ACCESS_LOG)  # once: same instance
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,  # the daemon's logging, not uvicorn's
-        access_log=False,  # uvicorn's would print the query string, i.e. the code
-        server_header=False,
-        lifespan="off",
-    )
-    return _Server(config)
-
-
-async def serve_web(
-    app: FastAPI,
-    host: str,
-    port: int,
-    stop: asyncio.Event,
-    listening: asyncio.Event | None = None,
-) -> None:
-    """Serve until ``stop`` is set; WebServerError if it cannot listen or dies early."""
-    server = make_server(app, host, port)
-    if isinstance(server, _Server):
-        server.listening = listening
-    serving = asyncio.create_task(_serve(server, host, port), name="web")
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        server.should_exit = True  # finishes the requests in flight, then returns
-        stopping.cancel()
-    await serving
-    if not stop.is_set():
-        raise WebServerError(f"web server on {host}:{port} stopped by itself")
-
-
-async def _serve(server: uvicorn.Server, host: str, port: int) -> None:
-    try:
-        await server.serve()
-    except SystemExit:
-        # uvicorn exits the process when it cannot bind; the daemon decides instead.
-        raise WebServerError(f"web server cannot listen on {host}:{port}") from None
-
-
-__all__ = ["WebServerError", "create_app", "create_metrics_app", "make_server", "serve_web"]
