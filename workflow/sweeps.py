@@ -20,6 +20,7 @@ from countersign.rules.states import NoticeKind, State
 from countersign.store.db import Store
 from countersign.store.models import Account, ChangeRequest, Service
 from countersign.workflow import hooks
+from countersign.workflow.applier import set_contacts
 from countersign.workflow.facts import account_facts, accounts_by_email, service_facts
 from countersign.workflow.lifecycle import (
     finish,
@@ -139,8 +140,7 @@ def _apply(
     if hooks.applier_set(session):
         hooks.queue_apply(session, request, now)  # done when apply.url answers: workflow/applier.py
         return
-    for contact_type in types:
-        _set_contact(service, contact_type, request)
+    set_contacts(service, request)
     record(session, "applied", now, request=request, types=list(request.contact_types))
     finish(session, request, State.DONE, now, policy)
 
@@ -167,16 +167,6 @@ def _recheck(
         request.asking_account.email,
         {email: account_facts(a) for email, a in accounts.items()},
     )
-
-
-def _set_contact(service: Service, contact_type: ContactType, request: ChangeRequest) -> None:
-    new = request.to_account
-    if contact_type is ContactType.ADMIN:
-        service.admin = new
-    elif contact_type is ContactType.TECH:
-        service.tech = new
-    else:
-        service.billing = new
 
 
 # --- expire ----------------------------------------------------------------------
