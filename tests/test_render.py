@@ -308,6 +308,25 @@ def test_error_and_command_result_show_the_reason() -> None:
     assert "closed to answers" in closed.text
 
 
+@pytest.mark.parametrize("kind", ["text", "html"])
+def test_a_french_error_notice_gives_the_rule_s_reason_in_french(kind: str) -> None:
+    english = "the new billing contact bob@example.org has no valid payment method"
+    context = make_context(state="error", error=english)
+    context.update(reason=english, reason_code="no-payment-method")
+    notice = render_notice("error", "fr", context)
+    body = html.unescape(getattr(notice, kind))
+    assert "le nouveau contact de facturation n'a pas de moyen de paiement valide" in body
+    assert english not in body
+    assert english in render_notice("error", "en", context).text  # English keeps the detail
+    # What the system of record said is its own words, given as they came.
+    context.update(reason="registry refused", reason_code="apply-refused")
+    refused = html.unescape(getattr(render_notice("error", "fr", context), kind))
+    assert "le système de référence a refusé le changement : registry refused" in refused
+    # A notice queued before reason codes were kept still reads.
+    del context["reason_code"]
+    assert "registry refused" in render_notice("error", "fr", context).text
+
+
 def test_missing_dates_are_left_out() -> None:
     context = make_context(expires=None, dateDone=None)
     assert "Expires" not in render_notice("confirm-request", "en", context).text

@@ -201,6 +201,15 @@ def test_rules_are_checked_again_before_applying(
         ("error", "admin@example.com"),
         ("error", "new@example.com"),
     ]
+    # The rule's code rides with its words, so a French notice can say it in French.
+    with world.read() as session:
+        told = session.scalars(
+            select(OutboxMessage.context).where(
+                OutboxMessage.request_id == made["id"], OutboxMessage.kind == "error"
+            )
+        ).all()
+    assert [c["reason_code"] for c in told] == ["balance-due", "balance-due"]
+    assert all("9.99" in c["reason"] for c in told)
 
 
 # --- codes ----------------------------------------------------------------------------------

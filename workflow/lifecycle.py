@@ -162,5 +162,8 @@ def finish(
             request=request,
             now=now,
             domain=policy.mail_domain,
-            context={"reason": request.error} if request.error else None,
+            # The rule's code beside its English words: each language's notice says it in its own.
+            context={"reason": request.error, "reason_code": detail.get("reason")}
+            if request.error
+            else None,
         )
