@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 
 from countersign.gateway.mail_in.reading_commands import CODE_CHARS, CODE_TOKENS, find_code
+from countersign.rules.names import clean_comment
 from countersign.workflow.codes import normalize_code
 
-MAX_COMMENT = 500
 _EDGE = re.compile(r"^[\s:;,.!\-\u2013\u2014]+|[\s:;,\-\u2013\u2014]+$")
-_SPACES = re.compile(r"\s+")
 
 
 _SHOWN_CODE = re.compile(
@@ -41,8 +40,7 @@ def comment_of(rest: str) -> str | None:
     Runs of tokens that read as a code go (a comment is shown to others: a code
     must never travel with it), then the separators at either end.
     """
-    text = _EDGE.sub("", _SPACES.sub(" ", without_codes(rest)))
-    return text[:MAX_COMMENT] or None
+    return clean_comment(_EDGE.sub("", " ".join(without_codes(rest).split())))
 
 
 def _cut_code(text: str, code: str) -> str:

@@ -164,7 +164,7 @@ MAX_COMMENT = 500
 def clean_comment(comment: str | None) -> str | None:
     """A validator's words as kept: one line of at most 500 characters, or nothing.
 
-    The edges cut codes out first (gateway/reading_commands.without_codes).
+    The edges cut codes out first (gateway/comments.without_codes).
     """
     if comment is None:
         return None

@@ -127,6 +127,7 @@ def decide_in(
     so a crash between the two can never act on one message twice.  ``preloaded``:
     the rows a batch of replies loaded for all of them (workflow/preloaded.py).
     """
+    comment = clean_comment(comment)  # as kept on the validator and in the audit trail alike
     asked = _Asked(code, decision, request_id, via, sender, now, comment)
     try:
         result = _decide(session, asked, policy, preloaded)
@@ -195,7 +196,7 @@ def _decide(
     validator.decision = str(asked.decision)
     validator.decided_at = asked.now
     validator.via = asked.via
-    validator.comment = clean_comment(asked.comment)  # the edges cut codes out of it
+    validator.comment = asked.comment  # the edges cut codes out of it
     # Single use: the decision is set, so the code is refused as "used" from now on; its
     # hash stays so that the owner is told, not treated as a stranger.
     actor = validator.account.email

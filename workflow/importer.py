@@ -231,14 +231,27 @@ def import_lines(store: Store, lines: Iterable[str | bytes]) -> dict[str, int]:
 
 
 def _check_accounts(session: Session, batch: Batch, report: Report, known: int) -> None:
-    for chunk in _chunks(list(batch.account_lines)):
-        taken = session.execute(select(Account.email, Account.id).where(Account.email.in_(chunk)))
-        for email, account_id in sorted(taken, key=lambda row: batch.account_lines[row[0]]):
-            line = batch.account_lines[email]
-            if account_id > known:
-                report.problem(line, f"account {email} appears twice")
+    _check_new(session, (Account.email, Account.id), batch.account_lines, report, known, "account")
+
+
+def _check_new(
+    session: Session,
+    columns: tuple[Any, Any],
+    lines: dict[str, int],
+    report: Report,
+    known: int,
+    noun: str,
+) -> None:
+    """Each name of this batch already in the store: earlier in this file (an id above
+    ``known``, the highest before the import) is a duplicate, else it existed before."""
+    name_column, id_column = columns
+    for chunk in _chunks(list(lines)):
+        taken = session.execute(select(name_column, id_column).where(name_column.in_(chunk)))
+        for name, row_id in sorted(taken, key=lambda row: lines[row[0]]):
+            if row_id > known:
+                report.problem(lines[name], f"{noun} {name} appears twice")
             else:
-                report.refuse(line, f"account already exists: {email}")
+                report.refuse(lines[name], f"{noun} already exists: {name}")
 
 
 def _insert_accounts(session: Session, batch: Batch, now: datetime) -> None:
@@ -258,14 +271,7 @@ def _account_ids(session: Session, batch: Batch) -> dict[str, int]:
 def _insert_services(
     session: Session, batch: Batch, report: Report, known: int, now: datetime
 ) -> None:
-    for chunk in _chunks(list(batch.service_lines)):
-        taken = session.execute(select(Service.domain, Service.id).where(Service.domain.in_(chunk)))
-        for domain, service_id in sorted(taken, key=lambda row: batch.service_lines[row[0]]):
-            line = batch.service_lines[domain]
-            if service_id > known:
-                report.problem(line, f"service {domain} appears twice")
-            else:
-                report.refuse(line, f"service already exists: {domain}")
+    _check_new(session, (Service.domain, Service.id), batch.service_lines, report, known, "service")
     ids = _account_ids(session, batch)
     rows = []
     for line, domain, roles in batch.services:

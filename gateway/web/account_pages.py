@@ -232,9 +232,7 @@ def _request_routes(router: APIRouter, site: AccountSite) -> None:
         if shown is None or act not in {"decide", "resend", "cancel"}:
             return site.render(visit, "refused.html.j2", 404, reason="no-request")
         try:
-            # The comment on one line, as every value the store keeps, and never a code.
-            kept = " ".join(without_codes(comment).split())[:500]
-            answer = Answer(token.strip(), decision, kept)
+            answer = Answer(token.strip(), decision, without_codes(comment))
             note = _act(site, visit, shown["id"], act, answer)
         except Refusal as refused:
             current = requests.show(site.store, shown["id"])
