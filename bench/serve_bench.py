@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cpu import daemon_family, seconds
 from bench.mail_in_bench import sink_rate, write_replies
 from bench.seeding import seed_requests
 from bench.serving import (
@@ -68,23 +69,34 @@ class Round:
     acked: float  # 250s/s the client saw
     latencies: list[float]  # s, end of DATA -> committed
     notices: int
+    cpu: dict[str, float]  # CPU ms per reply, by process
+    sink_cpu: float  # CPU ms per message of the parse-only sink's process
+
+    @property
+    def ceiling(self) -> float:
+        """Replies/s if every core did nothing but these processes' work per reply."""
+        return (os.cpu_count() or 1) * 1000 / sum(self.cpu.values())
 
 
 def run_round(
     setup: str, folder: Path, url: str, relay: Relay, replies: list[tuple[str, bytes]]
 ) -> Round:
+    sink_started = time.process_time()
     sink = asyncio.run(sink_rate(replies))
+    sink_cpu = (time.process_time() - sink_started) * 1000 / len(replies)
     store = Store(url)
     daemons = [Daemon(folder / f"d{n}", url, relay.port) for n in range(2 if setup == "two" else 1)]
     try:
         for daemon in daemons:
             daemon.start()
         relay.take()
-        seconds = send_replies([d.smtp_port for d in daemons], replies)
+        before = _cpu(daemons, relay)
+        sent = send_replies([d.smtp_port for d in daemons], replies)
         deadline = time.monotonic() + 300
         while not settled(store, len(replies)) and time.monotonic() < deadline:
             time.sleep(0.2)
         notices = relay.take()
+        after = _cpu(daemons, relay)
     finally:
         for daemon in daemons:
             daemon.stop()
@@ -101,7 +113,19 @@ def run_round(
     last = max([*ends.values(), *(at for at, _ in notices)])
     latencies = [ends[m] - received[m] for m in wanted]
     rate = len(replies) / (last - start)
-    return Round(sink, rate, len(replies) / seconds, latencies, len(notices))
+    cpu = {role: (after[role] - before[role]) * 1000 / len(replies) for role in after}
+    cpu["client"] = sent.cpu * 1000 / len(replies)
+    acked = len(replies) / sent.seconds
+    return Round(sink, rate, acked, latencies, len(notices), cpu, sink_cpu)
+
+
+def _cpu(daemons: list[Daemon], relay: Relay) -> dict[str, float]:
+    """CPU seconds so far of every process of the round but the client (which counts its own)."""
+    used = {"relay": seconds(relay.process.pid or 0)}
+    for daemon in daemons:
+        for role, spent in daemon_family(daemon.pid).items():
+            used[role] = used.get(role, 0.0) + spent
+    return used
 
 
 def raw_id(raw: bytes) -> str:
@@ -152,7 +176,15 @@ def line(done: Round) -> str:
         f" (250s at {done.acked:4.0f}/s, {done.notices} notices);"
         f" ratio {done.rate / done.sink:.2f};"
         f" latency p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms"
+        f"\n    CPU ms per reply: {cpu_line(done.cpu)}"
+        f" (the sink: {done.sink_cpu:.2f} per message)"
+        f"; all the cores could do {done.ceiling:.0f}/s at that cost"
     )
+
+
+def cpu_line(cpu: dict[str, float]) -> str:
+    parts = ", ".join(f"{role} {ms:.2f}" for role, ms in cpu.items())
+    return f"{parts}; total {sum(cpu.values()):.2f}"
 
 
 def summary(setup: str, rounds: list[Round], one: float | None) -> str:
@@ -167,7 +199,12 @@ def summary(setup: str, rounds: list[Round], one: float | None) -> str:
     )
     if setup == "two" and one:
         text += f", {rate / one:.2f} of one daemon"
-    return f"{text}  ({TARGETS[setup]})"
+    cpu = {role: statistics.median(r.cpu[role] for r in rounds) for role in rounds[0].cpu}
+    ceiling = statistics.median(r.ceiling for r in rounds)
+    return (
+        f"{text}  ({TARGETS[setup]})\n{'':10} CPU ms per reply: {cpu_line(cpu)};"
+        f" ceiling at that cost {ceiling:.0f}/s"
+    )
 
 
 def main() -> None:

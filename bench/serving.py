@@ -260,17 +260,25 @@ def _client(ports: Sequence[int], replies: list[tuple[str, bytes]], lanes: int, 
         await asyncio.gather(*(lane(i, replies[i::lanes]) for i in range(lanes)))
         return time.perf_counter() - started
 
-    out.send(asyncio.run(main()))
+    cpu = time.process_time()
+    seconds = asyncio.run(main())
+    out.send((seconds, time.process_time() - cpu))
 
 
-def send_replies(ports: Sequence[int], replies: list[tuple[str, bytes]], lanes: int = 8) -> float:
-    """Seconds until every reply was answered 250, ``lanes`` connections spread over ``ports``."""
+@dataclass(frozen=True)
+class Sent:
+    seconds: float  # until every reply was answered 250
+    cpu: float  # CPU seconds the client's process used
+
+
+def send_replies(ports: Sequence[int], replies: list[tuple[str, bytes]], lanes: int = 8) -> Sent:
+    """Every reply sent and answered, ``lanes`` connections spread over ``ports``."""
     receiving, sending = multiprocessing.Pipe(duplex=False)
     process = multiprocessing.Process(target=_client, args=(list(ports), replies, lanes, sending))
     process.start()
-    seconds = float(receiving.recv())
+    seconds, cpu = receiving.recv()
     process.join()
-    return seconds
+    return Sent(float(seconds), float(cpu))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ def wake(session: Session, topic: str) -> None:
     session.info.setdefault(WAKE, set()).add(topic)
 
 
+def unwake(session: Session, topic: str) -> None:
+    """Take back a :func:`wake`: this transaction itself did the work it announced."""
+    session.info.get(WAKE, set()).discard(topic)
+
+
 def append(session: Session, model: type[Any], row: dict[str, Any]) -> None:
     """Insert ``row`` into ``model``'s table with this transaction, without an ORM object.
 

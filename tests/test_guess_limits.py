@@ -236,7 +236,8 @@ def test_a_thousand_wrong_codes_per_door_limit_the_source_and_no_validator(
     drain(world, policy)
     for request_id in ids:
         shown = requests.show(world, request_id)
-        assert shown["state"] == "checkValidity", shown
+        # Completed by mail, split's was applied in the batch; the others await the sweep.
+        assert shown["state"] == ("done" if request_id == split else "checkValidity"), shown
     # And the attackers are still limited.
     with pytest.raises(BadCode, match="your address"):
         requests.decide(world, WRONG, Decision.ACCEPT, policy, source=PAGE_ATTACKER)

@@ -14,7 +14,7 @@ from countersign.rules.readings import Reading
 from countersign.store import leases
 from countersign.store.db import Store
 from countersign.store.models import OutboxMessage
-from countersign.workflow import inbox_batch, inbox_views, message_ids
+from countersign.workflow import inbox_batch, inbox_views, message_ids, sweeps
 from countersign.workflow.codes import hash_code
 from countersign.workflow.inbox import store_received
 from countersign.workflow.inbox_batch import Received, process_due
@@ -218,9 +218,41 @@ def test_both_validators_in_one_batch_complete_the_request(
         "admin@example.com": ("accept", "smtp"),
         "new@example.com": ("accept", "smtp"),
     }
+    # Applied in the batch that completed it, the sweep left nothing to do.
+    assert show(world, request_id)["state"] == "done"
+    assert sweeps.apply_ready(world, policy, now=t0) == 0
+    # Only the first to answer waited for the other; then everyone is told it is done.
+    kinds = outbox_kinds(world)
+    assert kinds[0] == "accepted-waiting" and set(kinds[1:]) == {"completed"}, kinds
+
+
+def test_a_batch_whose_apply_fails_still_decides_and_leaves_the_change_to_the_sweep(
+    world: Store, policy: Policy, t0: datetime, request_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fault injected where the batch applies what it completed (a bug, a rule that
+    # raises): the replies must not be lost or quarantined for it.
+    tokens = codes(world, request_id)
+    threads = notice_ids(world, request_id)
+    for account in ("admin@example.com", "new@example.com"):
+        raw = reply(
+            tokens[account], sender=account, request_id=request_id, in_reply_to=threads[account]
+        )
+        deliver(world, raw, t0)
+    real_apply = sweeps._apply
+    calls: list[int] = []
+
+    def broken(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise RuntimeError("injected: applying failed")
+
+    monkeypatch.setattr(sweeps, "_apply", broken)
+    assert process_due(world, policy, read, t0) == 2
+    assert calls == [1]  # tried once, in the batch; one message at a time does not apply
+    assert inbox_rows(world) == [("done", "accepted"), ("done", "accepted")]
     assert show(world, request_id)["state"] == "checkValidity"
-    # Only the first to answer waited for the other.
-    assert outbox_kinds(world) == ["accepted-waiting"]
+    monkeypatch.setattr(sweeps, "_apply", real_apply)
+    assert sweeps.apply_ready(world, policy, now=t0) == 1
+    assert show(world, request_id)["state"] == "done"
 
 
 def test_wrong_codes_past_the_limit_in_one_batch_do_not_stop_the_real_reply(

@@ -58,10 +58,13 @@ def store_many(store: Store, arrivals: Sequence[Arrival]) -> list[int | None]:
 
     One commit for many messages is what lets SMTP intake keep up: each commit
     takes SQLite's write lock, which the inbox sweep holds most of the time.
-    A duplicate within the batch is stored once, like across batches.
+    A duplicate within the batch is stored once, like across batches.  The rows
+    are made (codes redacted, keys taken) before the transaction: that lock is
+    held for the insert only.
     """
+    rows = [_row(a) for a in arrivals]
     with store.write() as session:
-        return insert_many(session, arrivals)
+        return _insert_rows(session, rows)
 
 
 def insert_received(
@@ -80,9 +83,12 @@ def insert_received(
 
 def insert_many(session: Session, arrivals: Sequence[Arrival]) -> list[int | None]:
     """Insert the new ones in one statement; each arrival's inbox id, None for a duplicate."""
-    if not arrivals:
+    return _insert_rows(session, [_row(a) for a in arrivals])
+
+
+def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> list[int | None]:
+    if not rows:
         return []
-    rows = [_row(a) for a in arrivals]
     # (message_id, id) of each row inserted
     inserted: dict[str, int] = {m: i for m, i in session.execute(_insert_new(session), rows)}
     if inserted:

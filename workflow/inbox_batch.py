@@ -6,6 +6,7 @@
    points down only), its rows preloaded (workflow/preloaded.py) and each message
    acted on (workflow/reply.py); the decisions, answers, audit events and the
    rows' new status commit together, so a crash never acts on one message twice.
+   The requests the batch completed are applied in it too (workflow/sweeps.py).
 3. If anything in the batch fails, it runs again one message per transaction,
    where a failure counts against its own message only; a message that fails
    three times is quarantined: kept, listed by ``countersign inbox --failed``,
@@ -26,13 +27,14 @@ from sqlalchemy.orm import Session
 
 from countersign.rules.readings import Reading
 from countersign.rules.replies import HEADERS_ONLY, Outcome
-from countersign.store.db import Store
+from countersign.store.db import Store, unwake
 from countersign.store.models import InboxMessage
 from countersign.workflow.lifecycle import utcnow
 from countersign.workflow.message_ids import headers_only
 from countersign.workflow.policy import Policy
 from countersign.workflow.preloaded import preload
 from countersign.workflow.reply import Letter, act
+from countersign.workflow.sweeps import apply_in
 
 log = logging.getLogger("countersign.inbox")
 
@@ -116,6 +118,8 @@ def _process_together(
                 act(session, policy, item.letter, reading, now, preloaded).outcome
                 for item, reading in zip(claimed, readings, strict=True)
             ]
+            apply_in(session, policy, now)
+            unwake(session, "apply")  # every request made ready is applied: none left to sweep
             _close(session, claimed, outcomes, now)
             return outcomes
     except Exception as error:

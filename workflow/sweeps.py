@@ -84,6 +84,30 @@ def apply_ready(store: Store, policy: Policy, *, now: datetime | None = None) ->
             return handled
 
 
+def apply_in(session: Session, policy: Policy, now: datetime) -> int:
+    """Apply, in the caller's transaction, the requests it made ready; how many.
+
+    For a batch of mailed replies (workflow/inbox_batch.py): the requests its
+    decisions moved to ``checkValidity`` are loaded and locked in it already,
+    so applying them there saves the apply sweep a claim, a load and a commit
+    of its own for each.  Whatever this leaves (or a batch that fails and goes
+    again one message at a time, which does not apply) waits for the sweep.
+    """
+    ready = sorted(
+        (
+            found
+            for found in list(session.identity_map.values())
+            if isinstance(found, ChangeRequest) and found.state == str(State.CHECK_VALIDITY)
+        ),
+        key=lambda r: r.id,
+    )
+    if ready:
+        accounts = _accounts_named(session, ready)
+        for request in ready:
+            _apply(session, request, now, policy, accounts)
+    return len(ready)
+
+
 def _apply_alone(store: Store, policy: Policy, ids: list[int], now: datetime | None) -> None:
     """Each in its own transaction; the first failure is raised once the others are done."""
     failure: Exception | None = None
@@ -117,7 +141,13 @@ def _accounts_named(session: Session, requests: list[ChangeRequest]) -> dict[str
             r.service.billing_id,
         )
     }
-    found = session.scalars(select(Account).where(Account.id.in_(ids))) if ids else ()
+    # Most are loaded already, in this transaction, as the validators' accounts: a
+    # query for those would only flush the batch early.
+    loaded = [session.identity_map.get(Session.identity_key(Account, i)) for i in ids]
+    found = [account for account in loaded if isinstance(account, Account)]
+    missing = ids - {account.id for account in found}
+    if missing:
+        found += session.scalars(select(Account).where(Account.id.in_(missing)))
     return {account.email: account for account in found}
 
 

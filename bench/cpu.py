@@ -1,0 +1,58 @@
+"""CPU time of processes, read from /proc: where a benchmark's cores went.
+
+On a 2-core machine the daemon, its two helper processes, the benchmark's
+client and the relay sink all share the same cores, so decisions/s end to
+end can never exceed ``cores / (CPU seconds per reply of all of them)``: the
+figure each round prints beside its rate.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def daemon_family(pid: int) -> dict[str, float]:
+    """CPU seconds of a `serve` process and of each process it started, by role.
+
+    The daemon starts its composing process before its mail-in process
+    (runtime.py), so among its children the lower pid composes; the
+    multiprocessing resource tracker is left out.
+    """
+    children = sorted(
+        child for child, parent in _parents().items() if parent == pid and not _tracker(child)
+    )
+    roles = {"daemon": seconds(pid)}
+    for role, child in zip(("composing", "mail-in"), children, strict=False):
+        roles[role] = seconds(child)
+    return roles
+
+
+def _parents() -> dict[int, int]:
+    found: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(entry.name)] = int(fields[1])
+    return found
+
+
+def _tracker(pid: int) -> bool:
+    try:
+        return b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
