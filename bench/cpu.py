@@ -30,13 +30,29 @@ def daemon_family(pid: int) -> dict[str, float]:
     (runtime.py), so among its children the lower pid composes; the
     multiprocessing resource tracker is left out.
     """
-    children = sorted(
-        child for child, parent in _parents().items() if parent == pid and not _tracker(child)
-    )
+    spawned = [child for child, role in children(pid) if role == "spawned"]
     roles = {"daemon": seconds(pid)}
-    for role, child in zip(("composing", "mail-in"), children, strict=False):
+    for role, child in zip(("composing", "mail-in"), spawned, strict=False):
         roles[role] = seconds(child)
     return roles
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, "spawned" or "tracker" or "other") of each child of ``pid``, oldest first."""
+    found = sorted(child for child, parent in _parents().items() if parent == pid)
+    return [(child, _role(child)) for child in found]
+
+
+def database_server() -> float:
+    """CPU seconds of every PostgreSQL server process on the machine (0 if none runs)."""
+    return sum(seconds(pid) for pid in _parents() if _command(pid) == "postgres")
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _parents() -> dict[int, int]:
@@ -51,8 +67,11 @@ def _parents() -> dict[int, int]:
     return found
 
 
-def _tracker(pid: int) -> bool:
+def _role(pid: int) -> str:
     try:
-        return b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return True
+        return "other"
+    if b"resource_tracker" in command:
+        return "tracker"
+    return "spawned" if b"spawn_main" in command else "other"

@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import socket
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text
 
+from bench.cpu import children, seconds
 from bench.seeding import seed_requests
 from countersign.config import Config, OutboundConfig
 from countersign.gateway.mail_out.delivery import (
@@ -71,26 +74,61 @@ def run_sink(port: int, ready: multiprocessing.synchronize.Event) -> None:
     asyncio.run(main())
 
 
-async def raw_rate(config: Config, messages: list[Ready]) -> float:
+@dataclass
+class Run:
+    """A run's rate, and the CPU ms per notice of each process it used."""
+
+    rate: float
+    cpu: dict[str, float]
+
+
+class Spent:
+    """CPU seconds of this process and others, from a start."""
+
+    def __init__(self, **others: int) -> None:
+        self.others = others
+        self.start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        return {"main": time.process_time()} | {n: seconds(p) for n, p in self.others.items()}
+
+    def per(self, count: int) -> dict[str, float]:
+        now = self._now()
+        return {name: (now[name] - self.start[name]) * 1000 / count for name in now}
+
+
+async def raw_rate(config: Config, messages: list[Ready], sink: int) -> Run:
     transport = SmtpTransport(config, MailSettings.from_config(config).envelope_sender)
+    spent = Spent(sink=sink)
     started = time.perf_counter()
     outcomes = await transport.send(messages)
     await transport.close()
     elapsed = time.perf_counter() - started
     assert all(outcome.error is None for outcome in outcomes), outcomes[:3]
-    return len(messages) / elapsed
+    return Run(len(messages) / elapsed, spent.per(len(messages)))
 
 
-async def pipeline_rate(store: Store, config: Config, notices: int) -> float:
+async def pipeline_rate(store: Store, config: Config, notices: int, sink: int) -> Run:
     deliverer = Deliverer(store, config)
+    # As `serve` does (runtime.py): its composing process starts with it, not at a burst.
+    deliverer.composer.start()
+    while deliverer.composer.enabled and not deliverer.composer.running:
+        await asyncio.sleep(0.05)
+    composing = [child for child, role in children(os.getpid()) if role == "spawned"]
+    spent = Spent(sink=sink, **({"composing": composing[-1]} if composing else {}))
     started = time.perf_counter()
     sent = 0
     while handled := await deliverer.deliver_due():
         sent += handled
     elapsed = time.perf_counter() - started
+    cpu = spent.per(sent)
     deliverer.close()
     assert sent == notices, (sent, notices)
-    return sent / elapsed
+    return Run(sent / elapsed, cpu)
+
+
+def cpu_line(run: Run) -> str:
+    return ", ".join(f"{name} {ms:.2f}" for name, ms in run.cpu.items())
 
 
 def prerendered(store: Store, config: Config, count: int) -> list[Ready]:
@@ -143,13 +181,16 @@ def main() -> None:
         )
         for round_ in range(1, args.rounds + 1):
             reset_outbox(store, codes)
-            raw = asyncio.run(raw_rate(config, prerendered(store, config, notices)))
+            messages = prerendered(store, config, notices)
+            raw = asyncio.run(raw_rate(config, messages, sink.pid or 0))
             reset_outbox(store, codes)
-            full = asyncio.run(pipeline_rate(store, config, notices))
-            ratios.append(full / raw)
+            full = asyncio.run(pipeline_rate(store, config, notices, sink.pid or 0))
+            ratios.append(full.rate / raw.rate)
             print(
-                f"round {round_}: sink, pre-rendered {raw:6.0f} msg/s;"
-                f" countersign, outbox to sink {full:6.0f} notices/s; ratio {full / raw:.2f}"
+                f"round {round_}: sink, pre-rendered {raw.rate:6.0f} msg/s;"
+                f" countersign, outbox to sink {full.rate:6.0f} notices/s;"
+                f" ratio {full.rate / raw.rate:.2f}\n"
+                f"    CPU ms per notice: pre-rendered {cpu_line(raw)}; countersign {cpu_line(full)}"
             )
         store.dispose()
     sink.terminate()

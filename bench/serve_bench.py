@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cpu import daemon_family, seconds
+from bench.cpu import daemon_family, database_server, seconds
 from bench.mail_in_bench import sink_rate, write_replies
 from bench.seeding import seed_requests
 from bench.serving import (
@@ -90,13 +90,13 @@ def run_round(
         for daemon in daemons:
             daemon.start()
         relay.take()
-        before = _cpu(daemons, relay)
+        before = _cpu(daemons, relay, url)
         sent = send_replies([d.smtp_port for d in daemons], replies)
         deadline = time.monotonic() + 300
         while not settled(store, len(replies)) and time.monotonic() < deadline:
             time.sleep(0.2)
         notices = relay.take()
-        after = _cpu(daemons, relay)
+        after = _cpu(daemons, relay, url)
     finally:
         for daemon in daemons:
             daemon.stop()
@@ -119,9 +119,11 @@ def run_round(
     return Round(sink, rate, acked, latencies, len(notices), cpu, sink_cpu)
 
 
-def _cpu(daemons: list[Daemon], relay: Relay) -> dict[str, float]:
+def _cpu(daemons: list[Daemon], relay: Relay, url: str) -> dict[str, float]:
     """CPU seconds so far of every process of the round but the client (which counts its own)."""
     used = {"relay": seconds(relay.process.pid or 0)}
+    if url.startswith("postgresql"):
+        used["postgresql"] = database_server()
     for daemon in daemons:
         for role, spent in daemon_family(daemon.pid).items():
             used[role] = used.get(role, 0.0) + spent

@@ -96,11 +96,13 @@ def test_a_burst_is_processed_in_the_mail_in_process_and_decided_the_same(
     assert len(read_here) == first
     wait_until_processing_elsewhere(mail_in)
     woken: list[str] = []
-    store.on_commit("apply", lambda: woken.append("apply"))
+    store.on_commit("outbox", lambda: woken.append("outbox"))
     while mail_in.process_due():
         pass
     assert len(read_here) == first  # the rest were read and decided in the mail-in process
-    assert woken  # its commits wake this process's sweeps (the requests are ready to apply)
+    # Its commits wake this process's sweeps: the requests it completed and applied
+    # there have their notices to deliver.
+    assert woken
     assert {outcome for _, outcome in inbox_rows(store)} == {"accepted"}
     for request_id in request_ids:
         assert {d for d, _ in decisions(store, request_id).values()} == {"accept"}

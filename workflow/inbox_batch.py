@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from countersign.rules.readings import Reading
 from countersign.rules.replies import HEADERS_ONLY, Outcome
 from countersign.store.db import Store, unwake
-from countersign.store.models import InboxMessage
+from countersign.store.models import Base, InboxMessage
 from countersign.workflow.lifecycle import utcnow
 from countersign.workflow.message_ids import headers_only
 from countersign.workflow.policy import Policy
@@ -132,14 +132,20 @@ def _process_together(
 def _close(
     session: Session, items: Sequence[Received], outcomes: Sequence[Outcome], now: datetime
 ) -> None:
-    """Mark the rows done, all in one statement, in the transaction that acted on them."""
-    session.execute(
-        update(InboxMessage),
-        [
-            {"id": item.id, "status": "done", "outcome": str(outcome), "processed_at": now}
-            for item, outcome in zip(items, outcomes, strict=True)
-        ],
-    )
+    """Mark the rows done, in the transaction that acted on them.
+
+    A statement per outcome, not per row (an executemany by primary key was a
+    third of a batch's time on PostgreSQL); a batch has one or two outcomes.
+    """
+    by_outcome: dict[str, list[int]] = {}
+    for item, outcome in zip(items, outcomes, strict=True):
+        by_outcome.setdefault(str(outcome), []).append(item.id)
+    for said, ids in by_outcome.items():
+        session.execute(
+            update(_TABLE)
+            .where(_TABLE.c.id.in_(ids))
+            .values(status="done", outcome=said, processed_at=now)
+        )
     guesses = [
         {"id": item.id, "raw": headers_only(item.raw)}
         for item, outcome in zip(items, outcomes, strict=True)
@@ -185,22 +191,23 @@ def claim_due(
             for row in due
         ]
         fresh = [item for item in claimed if item.attempts <= MAX_ATTEMPTS]
+        if fresh:  # one statement for the batch, not one per row
+            session.execute(
+                update(_TABLE)
+                .where(_TABLE.c.id.in_([i.id for i in fresh]))
+                .values(status="processing", attempts=_TABLE.c.attempts + 1, claimed_by=owner)
+            )
         # Its processor died every time (a crash, a kill): never tried again unasked.
         spent = [item for item in claimed if item.attempts > MAX_ATTEMPTS]
-        changes = [
-            {
-                "id": i.id,
-                "status": "processing",
-                "attempts": i.attempts,
-                "claimed_by": owner,
-            }
-            for i in fresh
-        ] + [_quarantined(i.id, i.attempts - 1, "processing never finished") for i in spent]
-        if changes:
-            session.execute(update(InboxMessage), changes)
+        if spent:
+            note = "processing never finished"
+            quarantined = [_quarantined(i.id, i.attempts - 1, note) for i in spent]
+            session.execute(update(InboxMessage), quarantined)
         return fresh
 
 
+# For Core statements: the ORM's bulk paths cost more than the SQL they send.
+_TABLE = Base.metadata.tables[InboxMessage.__tablename__]
 _CLAIMED = (
     InboxMessage.id,
     InboxMessage.channel,

@@ -26,7 +26,7 @@ from countersign.store.health import Health
 from countersign.store.leases import give_back
 from countersign.store.models import InboxMessage
 from countersign.workflow import hooks
-from countersign.workflow.inbox_batch import Handled, Received, process_due
+from countersign.workflow.inbox_batch import BATCH, Handled, Received, process_due
 from countersign.workflow.policy import Policy
 
 # Replies waiting together that make reading worth a process of its own.  Eight
@@ -155,6 +155,7 @@ def _note(outcomes: list[InboxResult], item: Received, outcome: Handled) -> None
 
 
 PASS = 0.5  # seconds of batches per call into the mail-in process, at most
+LINGER = 0.015  # s; after a batch that was not full, so the next one is fuller
 _WAKES = ("apply", "outbox", "inbox", "hooks")
 _here: dict[str, tuple[MailIn, list[str]]] = {}  # in the mail-in process: its own store
 
@@ -180,6 +181,8 @@ def process_elsewhere(config: Config, now: datetime | None, owner: int | None) -
         )
         if handled == 0:
             break
+        if handled < BATCH:
+            time.sleep(LINGER)
     return Processed(outcomes, sorted(set(woken)))
 
 
