@@ -18,7 +18,12 @@ latency is per reply, end of DATA -> its decision committed (the daemon's audit
 line, written once the transaction committed).  Medians of the rounds; the
 ratio is taken within each round.
 
+Flat out (the default) the latency is mostly the queue that builds while replies
+arrive faster than they are decided; ``--paced RATE`` sends below capacity and
+shows the latency of one reply's own path.
+
 Usage: python bench/serve_bench.py [--replies 1000] [--rounds 3] [--only sqlite,postgresql,two]
+                                   [--paced RATE]
 """
 
 from __future__ import annotations
@@ -79,7 +84,12 @@ class Round:
 
 
 def run_round(
-    setup: str, folder: Path, url: str, relay: Relay, replies: list[tuple[str, bytes]]
+    setup: str,
+    folder: Path,
+    url: str,
+    relay: Relay,
+    replies: list[tuple[str, bytes]],
+    pace: float = 0.0,
 ) -> Round:
     sink_started = time.process_time()
     sink = asyncio.run(sink_rate(replies))
@@ -91,7 +101,7 @@ def run_round(
             daemon.start()
         relay.take()
         before = _cpu(daemons, relay, url)
-        sent = send_replies([d.smtp_port for d in daemons], replies)
+        sent = send_replies([d.smtp_port for d in daemons], replies, pace=pace)
         deadline = time.monotonic() + 300
         while not settled(store, len(replies)) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -162,7 +172,7 @@ def run_setup(setup: str, args: argparse.Namespace, relay: Relay) -> list[Round]
             rounds = []
             for n in range(args.rounds):
                 chunk = replies[n * args.replies : (n + 1) * args.replies]
-                done = run_round(setup, folder / f"round{n + 1}", url, relay, chunk)
+                done = run_round(setup, folder / f"round{n + 1}", url, relay, chunk, args.paced)
                 rounds.append(done)
                 print(f"{setup} round {n + 1}: {line(done)}", flush=True)
         finally:
@@ -214,10 +224,19 @@ def main() -> None:
     parser.add_argument("--replies", type=int, default=1000, help="fresh replies per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default=",".join(SETUPS), help="of sqlite,postgresql,two")
+    parser.add_argument(
+        "--paced",
+        type=float,
+        default=0.0,
+        help="send at most this many replies/s (latency below capacity); default: flat out",
+    )
     args = parser.parse_args()
     args.replies -= args.replies % 2
     machine = Machine.now()
-    print(f"{machine.date}, {machine.cores} cores, load {machine.load}; {args.replies} replies")
+    pace = f", paced at {args.paced:.0f}/s" if args.paced else ""
+    print(
+        f"{machine.date}, {machine.cores} cores, load {machine.load}; {args.replies} replies{pace}"
+    )
     relay = Relay()
     results: dict[str, list[Round]] = {}
     try:

@@ -243,17 +243,26 @@ def settled(store: Store, replies: int) -> bool:
 # --- the client: replies over SMTP from a process of its own ---------------------------
 
 
-def _client(ports: Sequence[int], replies: list[tuple[str, bytes]], lanes: int, out: Any) -> None:
+def _client(
+    ports: Sequence[int], replies: list[tuple[str, bytes]], lanes: int, pace: float, out: Any
+) -> None:
     import aiosmtplib
 
     async def lane(number: int, chunk: list[tuple[str, bytes]]) -> None:
         port = ports[number % len(ports)]
+        sent = 0
         for start in range(0, len(chunk), PER_CONNECTION):
             smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=60)
             await smtp.connect()
             for to, raw in chunk[start : start + PER_CONNECTION]:
+                if pace:  # this lane's turns of ``pace`` replies/s in all, evenly spaced
+                    due = began + (sent * lanes + number) / pace
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 await smtp.sendmail("someone@client.bench.test", [to], raw)
+                sent += 1
             await smtp.quit()
+
+    began = time.perf_counter()
 
     async def main() -> float:
         started = time.perf_counter()
@@ -271,10 +280,17 @@ class Sent:
     cpu: float  # CPU seconds the client's process used
 
 
-def send_replies(ports: Sequence[int], replies: list[tuple[str, bytes]], lanes: int = 8) -> Sent:
-    """Every reply sent and answered, ``lanes`` connections spread over ``ports``."""
+def send_replies(
+    ports: Sequence[int], replies: list[tuple[str, bytes]], lanes: int = 8, pace: float = 0.0
+) -> Sent:
+    """Every reply sent and answered, ``lanes`` connections spread over ``ports``.
+
+    ``pace``: at most that many replies a second in all (0: as fast as they are answered).
+    """
     receiving, sending = multiprocessing.Pipe(duplex=False)
-    process = multiprocessing.Process(target=_client, args=(list(ports), replies, lanes, sending))
+    process = multiprocessing.Process(
+        target=_client, args=(list(ports), replies, lanes, pace, sending)
+    )
     process.start()
     seconds, cpu = receiving.recv()
     process.join()
