@@ -11,11 +11,13 @@ from sqlalchemy import select
 
 from countersign.gateway.mail_in.sweep import InboundSettings, read_inbound
 from countersign.rules.readings import Reading
+from countersign.rules.states import Decision
 from countersign.store import leases
 from countersign.store.db import Store
-from countersign.store.models import OutboxMessage
+from countersign.store.models import ChangeRequest, OutboxMessage
 from countersign.workflow import inbox_batch, inbox_views, message_ids, sweeps
 from countersign.workflow.codes import hash_code
+from countersign.workflow.deciding import decide
 from countersign.workflow.inbox import store_received
 from countersign.workflow.inbox_batch import Received, process_due
 from countersign.workflow.policy import Policy
@@ -252,6 +254,21 @@ def test_a_batch_whose_apply_fails_still_decides_and_leaves_the_change_to_the_sw
     assert show(world, request_id)["state"] == "checkValidity"
     monkeypatch.setattr(sweeps, "_apply", real_apply)
     assert sweeps.apply_ready(world, policy, now=t0) == 1
+    assert show(world, request_id)["state"] == "done"
+
+
+def test_a_transaction_applies_only_the_ready_requests_it_holds_locked(
+    world: Store, policy: Policy, t0: datetime, request_id: int
+) -> None:
+    # Completed on the page: ready, and the apply sweep's (another daemon's may hold it).
+    for code in codes(world, request_id).values():
+        decide(world, code, Decision.ACCEPT, policy, request_id=request_id, via="web", now=t0)
+    with world.write() as session:
+        read_only = session.get(ChangeRequest, request_id)
+        assert read_only is not None and read_only.state == "checkValidity"
+        assert sweeps.apply_in(session, policy, {}, t0) is False  # read, not locked: left
+        assert read_only.state == "checkValidity"
+        assert sweeps.apply_in(session, policy, {request_id: read_only}, t0) is True
     assert show(world, request_id)["state"] == "done"
 
 

@@ -118,8 +118,8 @@ def _process_together(
                 act(session, policy, item.letter, reading, now, preloaded).outcome
                 for item, reading in zip(claimed, readings, strict=True)
             ]
-            apply_in(session, policy, now)
-            unwake(session, "apply")  # every request made ready is applied: none left to sweep
+            if apply_in(session, policy, preloaded.requests, now):
+                unwake(session, "apply")  # every request made ready is applied: none to sweep
             _close(session, claimed, outcomes, now)
             return outcomes
     except Exception as error:

@@ -9,6 +9,7 @@ side without doing the same work; on SQLite, BEGIN IMMEDIATE serialises them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -84,14 +85,18 @@ def apply_ready(store: Store, policy: Policy, *, now: datetime | None = None) ->
             return handled
 
 
-def apply_in(session: Session, policy: Policy, now: datetime) -> int:
-    """Apply, in the caller's transaction, the requests it made ready; how many.
+def apply_in(
+    session: Session, policy: Policy, locked: Mapping[int, ChangeRequest], now: datetime
+) -> bool:
+    """Apply, in the caller's transaction, the ready requests it holds locked; whether all were.
 
     For a batch of mailed replies (workflow/inbox_batch.py): the requests its
-    decisions moved to ``checkValidity`` are loaded and locked in it already,
-    so applying them there saves the apply sweep a claim, a load and a commit
-    of its own for each.  Whatever this leaves (or a batch that fails and goes
-    again one message at a time, which does not apply) waits for the sweep.
+    decisions moved to ``checkValidity`` are loaded and locked in it already
+    (``locked``, workflow/preloaded.py), so applying them there saves the apply
+    sweep a claim, a load and a commit of its own for each.  A ready request
+    the transaction only read (not locked: another daemon's sweep may hold it)
+    is left to the sweeps; so is everything when a batch fails and goes again
+    one message at a time, which does not apply.
     """
     ready = sorted(
         (
@@ -101,11 +106,12 @@ def apply_in(session: Session, policy: Policy, now: datetime) -> int:
         ),
         key=lambda r: r.id,
     )
-    if ready:
-        accounts = _accounts_named(session, ready)
-        for request in ready:
+    held = [request for request in ready if locked.get(request.id) is request]
+    if held:
+        accounts = _accounts_named(session, held)
+        for request in held:
             _apply(session, request, now, policy, accounts)
-    return len(ready)
+    return len(held) == len(ready)
 
 
 def _apply_alone(store: Store, policy: Policy, ids: list[int], now: datetime | None) -> None:
