@@ -45,7 +45,12 @@ def children(pid: int) -> list[tuple[int, str]]:
 
 def database_server() -> float:
     """CPU seconds of every PostgreSQL server process on the machine (0 if none runs)."""
-    return sum(seconds(pid) for pid in _parents() if _command(pid) == "postgres")
+    return named("postgres")
+
+
+def named(*commands: str) -> float:
+    """CPU seconds of every process on the machine whose command name starts with one of these."""
+    return sum(seconds(pid) for pid in _parents() if _command(pid).startswith(commands))
 
 
 def _command(pid: int) -> str:

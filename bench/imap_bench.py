@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text
 
-from bench.serve_bench import prepare, raw_id
+from bench.cpu import daemon_family, database_server, named, seconds
+from bench.serve_bench import cpu_line, prepare, raw_id
 from bench.serving import (
     Daemon,
     Machine,
@@ -69,13 +70,17 @@ def countersign(
     store = Store(url)
     relay.take()
     before = done(store)
+    spent = _cpu(daemon, relay, url)
     dovecot.append(replies)
     appended = time.time()
     deadline = time.monotonic() + 300
     while not settled(store, before + len(replies)) and time.monotonic() < deadline:
         time.sleep(0.1)
+    used = _cpu(daemon, relay, url)
     store.dispose()
     notices = relay.take()
+    cpu = {role: (used[role] - spent[role]) * 1000 / len(replies) for role in used}
+    print(f"    CPU ms per reply: {cpu_line(cpu)}", flush=True)
     committed = daemon.committed()
     wanted = [raw_id(raw) for raw in replies]
     missing = [m for m in wanted if m not in committed]
@@ -83,6 +88,15 @@ def countersign(
         raise RuntimeError(f"{len(missing)} replies not decided (see {daemon.log_path})")
     last = max([*(committed[m] for m in wanted), *(at for at, _ in notices)])
     return len(replies) / (last - appended)
+
+
+def _cpu(daemon: Daemon, relay: Relay, url: str) -> dict[str, float]:
+    """CPU seconds so far: the daemon's processes, the relay, Dovecot's (and PostgreSQL's)."""
+    used = {"relay": seconds(relay.process.pid or 0), "dovecot": named("imap", "dovecot")}
+    used |= daemon_family(daemon.pid)
+    if url.startswith("postgresql"):
+        used["postgresql"] = database_server()
+    return used
 
 
 def done(store: Store) -> int:
