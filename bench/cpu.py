@@ -23,6 +23,11 @@ def seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def per_item(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """CPU ms per item (reply, notice) of each process, between two readings."""
+    return {role: (after[role] - before.get(role, 0.0)) * 1000 / count for role in after}
+
+
 def daemon_family(pid: int) -> dict[str, float]:
     """CPU seconds of a `serve` process and of each process it started, by role.
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text
 
-from bench.cpu import daemon_family, database_server, named, seconds
+from bench.cpu import named, per_item
 from bench.serve_bench import cpu_line, prepare, raw_id
 from bench.serving import (
     Daemon,
@@ -40,6 +40,7 @@ from bench.serving import (
     create_database,
     drop_database,
     postgresql_base,
+    round_cpu,
     settled,
 )
 from countersign.store.db import Store
@@ -79,7 +80,7 @@ def countersign(
     used = _cpu(daemon, relay, url)
     store.dispose()
     notices = relay.take()
-    cpu = {role: (used[role] - spent[role]) * 1000 / len(replies) for role in used}
+    cpu = per_item(spent, used, len(replies))
     print(f"    CPU ms per reply: {cpu_line(cpu)}", flush=True)
     committed = daemon.committed()
     wanted = [raw_id(raw) for raw in replies]
@@ -91,12 +92,8 @@ def countersign(
 
 
 def _cpu(daemon: Daemon, relay: Relay, url: str) -> dict[str, float]:
-    """CPU seconds so far: the daemon's processes, the relay, Dovecot's (and PostgreSQL's)."""
-    used = {"relay": seconds(relay.process.pid or 0), "dovecot": named("imap", "dovecot")}
-    used |= daemon_family(daemon.pid)
-    if url.startswith("postgresql"):
-        used["postgresql"] = database_server()
-    return used
+    """CPU seconds so far: the round's processes (bench/serving.py) and Dovecot's."""
+    return round_cpu([daemon], relay, url) | {"dovecot": named("imap", "dovecot")}
 
 
 def done(store: Store) -> int:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text
 
-from bench.cpu import children, seconds
+from bench.cpu import children, per_item, seconds
 from bench.seeding import seed_requests
 from countersign.config import Config, OutboundConfig
 from countersign.gateway.mail_out.delivery import (
@@ -93,8 +93,7 @@ class Spent:
         return {"main": time.process_time()} | {n: seconds(p) for n, p in self.others.items()}
 
     def per(self, count: int) -> dict[str, float]:
-        now = self._now()
-        return {name: (now[name] - self.start[name]) * 1000 / count for name in now}
+        return per_item(self.start, self._now(), count)
 
 
 async def raw_rate(config: Config, messages: list[Ready], sink: int) -> Run:

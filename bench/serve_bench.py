@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cpu import daemon_family, database_server, seconds
+from bench.cpu import per_item
 from bench.mail_in_bench import sink_rate, write_replies
 from bench.seeding import seed_requests
 from bench.serving import (
@@ -52,6 +52,7 @@ from bench.serving import (
     mark_claimed_sent,
     postgresql_base,
     received_at,
+    round_cpu,
     send_replies,
     settled,
 )
@@ -100,13 +101,13 @@ def run_round(
         for daemon in daemons:
             daemon.start()
         relay.take()
-        before = _cpu(daemons, relay, url)
+        before = round_cpu(daemons, relay, url)  # the client counts its own
         sent = send_replies([d.smtp_port for d in daemons], replies, pace=pace)
         deadline = time.monotonic() + 300
         while not settled(store, len(replies)) and time.monotonic() < deadline:
             time.sleep(0.2)
         notices = relay.take()
-        after = _cpu(daemons, relay, url)
+        after = round_cpu(daemons, relay, url)
     finally:
         for daemon in daemons:
             daemon.stop()
@@ -123,21 +124,10 @@ def run_round(
     last = max([*ends.values(), *(at for at, _ in notices)])
     latencies = [ends[m] - received[m] for m in wanted]
     rate = len(replies) / (last - start)
-    cpu = {role: (after[role] - before[role]) * 1000 / len(replies) for role in after}
+    cpu = per_item(before, after, len(replies))
     cpu["client"] = sent.cpu * 1000 / len(replies)
     acked = len(replies) / sent.seconds
     return Round(sink, rate, acked, latencies, len(notices), cpu, sink_cpu)
-
-
-def _cpu(daemons: list[Daemon], relay: Relay, url: str) -> dict[str, float]:
-    """CPU seconds so far of every process of the round but the client (which counts its own)."""
-    used = {"relay": seconds(relay.process.pid or 0)}
-    if url.startswith("postgresql"):
-        used["postgresql"] = database_server()
-    for daemon in daemons:
-        for role, spent in daemon_family(daemon.pid).items():
-            used[role] = used.get(role, 0.0) + spent
-    return used
 
 
 def raw_id(raw: bytes) -> str:

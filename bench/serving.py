@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from bench.cpu import daemon_family, database_server, seconds
 from countersign.store.db import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,6 +172,17 @@ class Relay:
 
     def close(self) -> None:
         self.process.terminate()
+
+
+def round_cpu(daemons: Sequence[Daemon], relay: Relay, url: str) -> dict[str, float]:
+    """CPU seconds so far of the daemons' processes (by role), the relay and PostgreSQL's."""
+    used = {"relay": seconds(relay.process.pid or 0)}
+    if url.startswith("postgresql"):
+        used["postgresql"] = database_server()
+    for daemon in daemons:
+        for role, spent in daemon_family(daemon.pid).items():
+            used[role] = used.get(role, 0.0) + spent
+    return used
 
 
 # --- databases --------------------------------------------------------------------------

@@ -202,18 +202,23 @@ def test_wrong_codes_limit_their_source_not_the_validator(
     assert command_results(world) == []
 
 
-def test_both_validators_in_one_batch_complete_the_request(
-    world: Store, policy: Policy, t0: datetime, request_id: int
-) -> None:
-    # Both replies are claimed and decided together: the second decision must see
-    # the first, though neither is written to the database before the batch ends.
+def deliver_both_replies(world: Store, request_id: int, at: datetime) -> None:
+    """Both validators' replies accepting, stored and due: one batch completes the request."""
     tokens = codes(world, request_id)
     threads = notice_ids(world, request_id)
     for account in ("admin@example.com", "new@example.com"):
         raw = reply(
             tokens[account], sender=account, request_id=request_id, in_reply_to=threads[account]
         )
-        deliver(world, raw, t0)
+        deliver(world, raw, at)
+
+
+def test_both_validators_in_one_batch_complete_the_request(
+    world: Store, policy: Policy, t0: datetime, request_id: int
+) -> None:
+    # Both replies are claimed and decided together: the second decision must see
+    # the first, though neither is written to the database before the batch ends.
+    deliver_both_replies(world, request_id, t0)
     assert process_due(world, policy, read, t0) == 2
     assert inbox_rows(world) == [("done", "accepted"), ("done", "accepted")]
     assert decisions(world, request_id) == {
@@ -233,13 +238,7 @@ def test_a_batch_whose_apply_fails_still_decides_and_leaves_the_change_to_the_sw
 ) -> None:
     # A fault injected where the batch applies what it completed (a bug, a rule that
     # raises): the replies must not be lost or quarantined for it.
-    tokens = codes(world, request_id)
-    threads = notice_ids(world, request_id)
-    for account in ("admin@example.com", "new@example.com"):
-        raw = reply(
-            tokens[account], sender=account, request_id=request_id, in_reply_to=threads[account]
-        )
-        deliver(world, raw, t0)
+    deliver_both_replies(world, request_id, t0)
     real_apply = sweeps._apply
     calls: list[int] = []
 
